@@ -1,0 +1,26 @@
+# `make test` and `make demo` bootstrap their own virtual environment on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO_DIR ?= demo-output
+
+.PHONY: test demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -rs
+
+demo: $(STAMP)
+	$(PY) -m tunemir.demo $(DEMO_DIR)
+
+bench: $(STAMP)
+	$(PY) benchmarks/extract.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,6 @@
+"""Allow `python -m tunemir`."""
+
+from tunemir.cli import main
+
+if __name__ == "__main__":
+    main()

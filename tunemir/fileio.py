@@ -1,0 +1,56 @@
+"""Crash-safe file writing and hashing shared by extraction and checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+#: Marker in the names of in-progress files; a rerun removes leftovers of killed runs.
+TEMP_MARKER = ".tunemir-tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it onto `path` on success.
+
+    The rename is atomic on POSIX, so readers see either the old file or the complete new
+    one, and a run killed mid-write leaves only a temporary file that `remove_stale_temps`
+    cleans up.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARKER}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temps(folder: Path, min_age_s: float = 300.0) -> int:
+    """Delete temporary files left under `folder` by killed runs; returns how many.
+
+    Only files older than `min_age_s` go: a shard running beside this one in the same folder
+    may be writing (for milliseconds) a temporary file of its own.
+    """
+    cutoff = time.time() - min_age_s
+    stale = [p for p in folder.rglob(f"*{TEMP_MARKER}*") if p.is_file() and p.stat().st_mtime < cutoff]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,185 @@
+"""Model registry: name -> encoder (TUNe, TUNe+, CLMR SampleCNN) or handcrafted baseline."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tunemir import checkpoints
+from tunemir.models.base import Encoder
+from tunemir.models.handcrafted import HandcraftedFeature
+from tunemir.models.samplecnn import SampleCNN, SampleCNNConfig
+from tunemir.models.tune import Tune, TuneConfig
+
+__all__ = [
+    "Encoder", "HandcraftedFeature", "ModelInfo", "SampleCNN", "SampleCNNConfig", "Tune",
+    "TuneConfig", "UnknownModelError", "available_models", "build_model", "config_from_dict",
+    "default_weights_path", "get_info", "infer_model", "load_model",
+]
+
+#: Where `load_model` looks for `<name>.safetensors` when no checkpoint is given.
+WEIGHTS_DIR_ENV = "TUNEMIR_WEIGHTS_DIR"
+DEFAULT_WEIGHTS_DIR = Path("~/.cache/tunemir/weights")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows of a model: its default configuration and its released weights."""
+
+    name: str
+    summary: str
+    config: SampleCNNConfig | TuneConfig | HandcraftedFeature
+    weights_url: str = ""
+
+    @property
+    def needs_weights(self) -> bool:
+        return not isinstance(self.config, HandcraftedFeature)
+
+
+_TUNE_WEIGHTS = (
+    "the TUNe authors' Google Drive folder "
+    "https://drive.google.com/drive/folders/1MZZs-CRVibaLuW_zmV9KB8sPy495qERJ "
+    "(tune_5_tail_epoch_10000.ckpt / tune_plus_epoch_10000.ckpt)"
+)
+_REGISTRY = {
+    info.name: info
+    for info in [
+        ModelInfo(
+            "clmr", "CLMR SampleCNN (Spijkervet & Burgoyne 2021), 512-d", SampleCNNConfig(),
+            "https://github.com/Spijkervet/CLMR/releases/download/2.1/clmr_magnatagatune_mlp.zip "
+            "(clmr_magnatagatune_mlp/clmr_epoch=10000.ckpt, the checkpoint jukemir uses)",
+        ),
+        ModelInfo("tune", "TUNe, Tailed U-Net Tail+5 (Velez Vasquez & Burgoyne 2022), 512-d",
+                  TuneConfig(), _TUNE_WEIGHTS),
+        ModelInfo("tune_plus", "TUNe+, Tailed U-Net with pink links, 512-d",
+                  TuneConfig(plus=True), _TUNE_WEIGHTS),
+        ModelInfo("chroma", "jukemir handcrafted: moments of chroma_cqt, 72-d", HandcraftedFeature("chroma")),
+        ModelInfo("mfcc", "jukemir handcrafted: moments of MFCC, 120-d", HandcraftedFeature("mfcc")),
+    ]
+}
+
+
+class UnknownModelError(ValueError):
+    """A model name that is not in the registry."""
+
+
+def available_models() -> list[str]:
+    """Names accepted by `build_model`, `load_model` and `tunemir extract`."""
+    return sorted(_REGISTRY)
+
+
+def get_info(name: str) -> ModelInfo:
+    """Registry entry for `name`; an unknown name raises an error listing the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown model {name!r}; available: {', '.join(available_models())}"
+        ) from None
+
+
+def build_model(name: str, config=None) -> Encoder | HandcraftedFeature:
+    """A freshly initialised model (`config` overrides the registry default)."""
+    config = config if config is not None else get_info(name).config
+    if isinstance(config, SampleCNNConfig):
+        return SampleCNN(config)
+    if isinstance(config, TuneConfig):
+        return Tune(config)
+    return config
+
+
+def config_from_dict(name: str, values: dict) -> SampleCNNConfig | TuneConfig:
+    """Rebuild a configuration from the primitives stored in a tunemir checkpoint."""
+    config_type = type(get_info(name).config)
+    fields = {f.name for f in dataclasses.fields(config_type)}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}
+    return config_type(**kwargs)
+
+
+def infer_model(state: dict[str, torch.Tensor]) -> tuple[str, SampleCNNConfig | TuneConfig]:
+    """Recognise an encoder state_dict by its key layout and shapes: (registry name, config).
+
+    TUNe and TUNe+ share key names; TUNe+'s convDown1 takes 3C input channels instead of C.
+    """
+    tune_keys = ("conv1.layers.0.weight", "convDown1.layers.0.weight", "convDown9.layers.0.weight")
+    if all(key in state for key in tune_keys):
+        channels = state[tune_keys[0]].shape[0]
+        plus = state[tune_keys[1]].shape[1] == 3 * channels
+        config = TuneConfig(channels, state[tune_keys[2]].shape[0], plus)
+        return ("tune_plus" if plus else "tune"), config
+    widths = []
+    while f"sequential.{len(widths)}.0.weight" in state:
+        widths.append(state[f"sequential.{len(widths)}.0.weight"].shape[0])
+    if widths:
+        return "clmr", SampleCNNConfig(tuple(widths))
+    sample = ", ".join(sorted(state)[:5])
+    raise checkpoints.CheckpointError(
+        f"the weights are neither a SampleCNN (sequential.N.*) nor a TUNe (conv1.*, convDown1.*) "
+        f"encoder; first keys: {sample}"
+    )
+
+
+def default_weights_path(name: str) -> Path:
+    """Where baked-in weights for `name` live: $TUNEMIR_WEIGHTS_DIR/<name>.safetensors."""
+    root = Path(os.environ.get(WEIGHTS_DIR_ENV) or DEFAULT_WEIGHTS_DIR).expanduser()
+    return root / f"{name}.safetensors"
+
+
+def load_model(
+    name: str, checkpoint: str | os.PathLike | None = None, *, random_init: bool = False
+) -> Encoder | HandcraftedFeature:
+    """An eval-mode model ready for extraction.
+
+    Weights come from `checkpoint` (any format `tunemir.checkpoints` reads), else from the
+    baked-in file at `default_weights_path(name)`. Without either, a model that needs weights
+    refuses to run unless `random_init` (tests and smoke runs only) is set.
+    """
+    info = get_info(name)
+    if not info.needs_weights:
+        return info.config
+    if random_init:
+        if checkpoint is not None:
+            raise ValueError("give either a checkpoint or random_init, not both")
+        return build_model(name).eval()
+    path = Path(checkpoint) if checkpoint is not None else default_weights_path(name)
+    if checkpoint is None and not path.is_file():
+        raise checkpoints.MissingWeightsError(
+            f"no weights for {name!r}: none are baked in at {path}. Download the released weights "
+            f"from {info.weights_url} and pass --checkpoint PATH (or convert them with "
+            f"`tunemir convert-checkpoint IN {path}`; ${WEIGHTS_DIR_ENV} sets the folder). "
+            f"--random-init runs with untrained weights, for tests only."
+        )
+    weights = checkpoints.read_encoder_weights(path)
+    detected, config = infer_model(weights.state_dict)
+    if detected != name:
+        raise checkpoints.CheckpointError(
+            f"{path} holds a {detected!r} encoder, but {name!r} was requested; "
+            f"ask for {detected!r} or pass the matching checkpoint"
+        )
+    model = build_model(name, config)
+    try:
+        model.load_state_dict(weights.state_dict, strict=True)
+    except RuntimeError as err:
+        raise checkpoints.CheckpointError(f"{path} does not fit {name!r}: {err}") from None
+    return model.eval()
+
+
+def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, name: str | None = None) -> dict:
+    """Convert any supported checkpoint to tunemir's safetensors format; returns its metadata.
+
+    The model is recognised from the tensor shapes; `name`, if given, must agree.
+    """
+    weights = checkpoints.read_encoder_weights(src)
+    detected, config = infer_model(weights.state_dict)
+    if name is not None and name != detected:
+        raise checkpoints.CheckpointError(f"{src} holds a {detected!r} encoder, not {name!r}")
+    build_model(detected, config).load_state_dict(weights.state_dict, strict=True)  # validates shapes
+    source = {"file": Path(src).name, "sha256": weights.file_sha256, "format": weights.format,
+              **{f"original_{k}": v for k, v in weights.metadata.items()}}
+    return checkpoints.save_checkpoint(
+        dst, weights.state_dict, model=detected, config=dataclasses.asdict(config), source=source
+    )
