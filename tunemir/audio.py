@@ -44,9 +44,13 @@ def is_audio_path(path: Path) -> bool:
 
 def _open(path: Path) -> sf.SoundFile:
     try:
+        if path.stat().st_size == 0:
+            raise AudioDecodeError(path, "is empty (0 bytes)")
         handle = sf.SoundFile(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise AudioDecodeError(path, f"cannot be decoded ({err})") from None
+    except sf.LibsndfileError as err:
+        raise AudioDecodeError(path, f"cannot be decoded ({err.error_string})") from None
+    except (RuntimeError, OSError) as err:
+        raise AudioDecodeError(path, f"cannot be read ({err})") from None
     if handle.samplerate <= 0 or handle.channels <= 0:
         handle.close()
         raise AudioDecodeError(path, "has no valid sample rate or channel count")

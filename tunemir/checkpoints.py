@@ -146,14 +146,19 @@ def _read_torch(path: Path) -> EncoderWeights:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = f"the Python object {found.group(1)}" if found else "Python objects"
+        if found is None:  # no class was refused: the pickle stream itself is damaged or foreign
+            raise CheckpointError(
+                f"{path} is not a PyTorch checkpoint or safetensors file (invalid pickle data); "
+                f"check the download (is it complete? is it still zipped?)"
+            ) from None
         raise CheckpointError(
-            f"{path} was refused: it needs {what}, which tunemir will not unpickle (loading it "
+            f"{path} was refused: it needs the Python object {found.group(1)}, which tunemir will "
+            f"not unpickle (loading it "
             f"could run arbitrary code). If you trust the file, re-save its tensors in the "
             f"environment that wrote it: torch.save(ckpt['state_dict'], 'weights.pt'), then "
             f"`tunemir convert-checkpoint weights.pt OUT.safetensors`"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # damaged files also make torch.load raise IndexError, KeyError, ...
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint or safetensors file ({err}); "
             f"check the download (is it complete? is it still zipped?)"

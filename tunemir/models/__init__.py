@@ -114,7 +114,7 @@ def infer_model(state: dict[str, torch.Tensor]) -> tuple[str, SampleCNNConfig | 
     widths = []
     while f"sequential.{len(widths)}.0.weight" in state:
         widths.append(state[f"sequential.{len(widths)}.0.weight"].shape[0])
-    if widths:
+    if len(widths) >= 2:  # SampleCNN needs a first and a last block; fewer is a damaged file
         return "clmr", SampleCNNConfig(tuple(widths))
     sample = ", ".join(sorted(state)[:5])
     raise checkpoints.CheckpointError(
@@ -144,7 +144,9 @@ def load_model(
     if random_init:
         if checkpoint is not None:
             raise ValueError("give either a checkpoint or random_init, not both")
-        return build_model(name).eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the same untrained weights every run, so reruns can resume
+            return build_model(name).eval()
     path = Path(checkpoint) if checkpoint is not None else default_weights_path(name)
     if checkpoint is None and not path.is_file():
         raise checkpoints.MissingWeightsError(

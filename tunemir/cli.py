@@ -1,0 +1,85 @@
+"""The `tunemir` command line: thin click commands over the library functions."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from tunemir import __version__
+from tunemir.checkpoints import CheckpointError
+from tunemir.extract import ExtractUsageError
+from tunemir.extract import extract as run_extract
+from tunemir.models import available_models, build_model, get_info
+from tunemir.models import convert_checkpoint as convert
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tunemir")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
+def main(verbose: bool, quiet: bool) -> None:
+    """Pretrain, extract and probe raw-waveform music representations."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@main.command()
+@click.argument("model", type=click.Choice(available_models()))
+@click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Weights: a TUNe/CLMR .ckpt or .pt, or a tunemir .safetensors.")
+@click.option("--layer", type=click.IntRange(min=0), default=0, show_default=True,
+              help="0 = final representation; k counts blocks back from the output (TUNe eval_layer).")
+@click.option("--batch_size", "--batch-size", "batch_size", type=click.IntRange(min=1),
+              help="Shard size (jukemir): files per shard.")
+@click.option("--batch_idx", "--batch-idx", "batch_idx", type=int, help="Which shard to run (0-based).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", type=click.IntRange(min=0), help="Decoding processes (default: min(4, CPUs)).")
+@click.option("--frames-per-batch", type=click.IntRange(min=1), help="Frames per model call (default 16 CPU, 128 GPU).")
+@click.option("--random-init", is_flag=True, help="Untrained weights: for tests and smoke runs only.")
+def extract(model, input_dir, output_dir, checkpoint, layer, batch_size, batch_idx, device, workers,
+            frames_per_batch, random_init) -> None:
+    """Write OUTPUT_DIR/<relative path>.npy, one vector per audio file under INPUT_DIR."""
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise click.BadParameter(f"{device!r}: use auto, cpu, cuda or cuda:N", param_hint="--device")
+    try:
+        summary = run_extract(model, input_dir, output_dir, checkpoint=checkpoint, layer=layer, batch_size=batch_size,
+                      batch_idx=batch_idx, device=device, workers=workers, random_init=random_init,
+                      frames_per_batch=frames_per_batch)
+    except ExtractUsageError as err:
+        raise click.UsageError(str(err)) from None
+    except CheckpointError as err:
+        raise click.ClickException(str(err)) from None
+    if not summary.ok:
+        click.echo(f"{len(summary.failed)} of {summary.total} files failed (listed above); "
+                   f"the other outputs are complete. Fix or remove those files and run again.", err=True)
+        sys.exit(1)
+
+
+@main.command("convert-checkpoint")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", type=click.Choice(available_models()), help="Expected model (checked against the tensors).")
+def convert_checkpoint(source: Path, target: Path, model: str | None) -> None:
+    """Convert a CLMR/TUNe checkpoint to tunemir's safetensors format."""
+    try:
+        metadata = convert(source, target, name=model)
+    except CheckpointError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"wrote {target}: {metadata['model']} encoder, weights sha256 {metadata['weights_sha256']}")
+
+
+@main.command()
+def models() -> None:
+    """List the available models and their layers."""
+    for name in available_models():
+        info = get_info(name)
+        if info.needs_weights:
+            layers = f"layers 0-{build_model(name).num_layers - 1}"
+        else:
+            layers = f"{info.config.dim}-d, no layers"
+        click.echo(f"{name:10s} {info.summary} ({layers})")
