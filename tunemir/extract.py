@@ -25,6 +25,7 @@ from tunemir.audio import FRAME_LENGTH, RESAMPLE_QUALITY, SAMPLE_RATE, AudioDeco
 from tunemir.checkpoints import weights_sha256
 from tunemir.fileio import atomic_path, remove_stale_temps, sha256_file
 from tunemir.models import Encoder, HandcraftedFeature, default_weights_path, get_info, load_model
+from tunemir.models.base import fuse_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,12 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ExtractUsageError("--device cuda was requested but no CUDA GPU is visible; use --device cpu")
     return torch.device(device)
+
+
+def default_frames_per_batch(device: torch.device) -> int:
+    """Frames per model call. On a CPU small batches win: TUNe's full-resolution activations
+    (2.6 MB per frame and layer) then stay in cache; measured in BENCHMARKS.md."""
+    return 128 if device.type == "cuda" else 2
 
 
 def is_valid_output(path: Path, dim: int) -> bool:
@@ -274,8 +281,8 @@ def _keep(item: _Item) -> _Item:
 
 def _run_encoder(model: Encoder, jobs, device, workers, layer, frames_per_batch, summary, stats, bar):
     """Batch frames from many files on the device; average them back per file."""
-    frames_per_batch = frames_per_batch or (128 if device.type == "cuda" else 16)
-    model = model.to(device)
+    frames_per_batch = frames_per_batch or default_frames_per_batch(device)
+    model = fuse_for_inference(model).to(device)
     sums: dict[int, np.ndarray] = {}
     counts = collections.Counter()
     pending = collections.Counter()  # frames of a file waiting in `queue`
