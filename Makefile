@@ -17,7 +17,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -rs
 
 demo: $(STAMP)
-	$(PY) -m tunemir.demo $(DEMO_DIR)
+	$(VENV)/bin/tunemir demo $(DEMO_DIR)
 
 bench: $(STAMP)
 	$(PY) benchmarks/extract.py

@@ -123,7 +123,7 @@ def test_bad_files_are_reported_and_skipped(tmp_path: Path, tiny_checkpoint):
     assert not (out / "clash.npy").exists()
     report = json.loads((out / "tunemir-run-all.json").read_text())
     failed = {entry["file"]: entry["reason"] for entry in report["files"]["failed"]}
-    assert {"corrupt.wav", "empty.mp3", "clash.wav", "clash.ogg"} <= set(failed)
+    assert {"corrupt.wav", "empty.mp3", "truncated.flac", "clash.wav", "clash.ogg"} == set(failed)
     assert str(src / "corrupt.wav") in failed["corrupt.wav"] and "ffmpeg" in failed["corrupt.wav"]
     assert "rename" in failed["clash.wav"]
     assert "files failed" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,10 +39,13 @@ class HandcraftedFeature:
         peak = np.abs(signal).max()
         if peak > 0:
             signal = signal / peak
-        if self.kind == "chroma":
-            feature = librosa.feature.chroma_cqt(y=signal, sr=SAMPLE_RATE, hop_length=HOP_LENGTH)
-        else:
-            feature = librosa.feature.mfcc(y=signal, sr=SAMPLE_RATE, hop_length=HOP_LENGTH)
+        with warnings.catch_warnings():
+            # The CQT's lowest octaves see a heavily downsampled short clip; harmless here.
+            warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large")
+            if self.kind == "chroma":
+                feature = librosa.feature.chroma_cqt(y=signal, sr=SAMPLE_RATE, hop_length=HOP_LENGTH)
+            else:
+                feature = librosa.feature.mfcc(y=signal, sr=SAMPLE_RATE, hop_length=HOP_LENGTH)
         return moments(feature).astype(np.float32)
 
 
