@@ -67,11 +67,12 @@ def lightning_checkpoint(model: nn.Module, name: str, *, encoder_copy: dict | No
         "global_step": 123456,
         "pytorch-lightning_version": "1.8.6",
         "state_dict": state_dict,
-        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 10000, "completed": 9999}}}},
+        "loops": {"fit_loop": {"epoch_progress": {"total": {"ready": 10000, "completed": 9999}}}},
         "callbacks": {
             checkpoint_cb: {
                 "monitor": None, "best_model_score": torch.tensor(0.25), "best_model_path": "/ckpt/last.ckpt",
-                "current_score": None, "dirpath": "/ckpt", "best_k_models": {"/ckpt/last.ckpt": torch.tensor(0.25)},
+                "current_score": None, "dirpath": "/ckpt",
+                "best_k_models": {"/ckpt/last.ckpt": torch.tensor(0.25)},
                 "kth_best_model_path": "", "kth_value": torch.tensor(float("inf")), "last_model_path": "",
             }
         },
@@ -158,8 +159,7 @@ def test_foreign_layout_loads_exact_tensors(tmp_path: Path, layout: str, name: s
     path, model = write_foreign(tmp_path, layout, name)
     weights = read_encoder_weights(path)
     assert_same_tensors(weights.state_dict, model.state_dict())
-    if layout != "bare":
-        assert weights.format == layout
+    assert weights.format == ("state_dict" if layout == "bare" else layout)
     assert weights.file_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     loaded = load_model(name, path)
     assert not any(m.training for m in loaded.modules())
@@ -197,18 +197,19 @@ def test_release_1_0_is_remapped_to_sequential(tmp_path: Path) -> None:
 
 
 class _Projector(nn.Sequential):
-    def __init__(self, d: int):
+    def __init__(self, d: int) -> None:
         super().__init__(nn.Linear(d, d, bias=False), nn.ReLU(), nn.Linear(d, d // 2, bias=False))
 
 
 class _SimCLR(nn.Module):
-    def __init__(self, encoder: nn.Module, d: int):
+    def __init__(self, encoder: nn.Module, d: int) -> None:
         super().__init__()
         self.encoder = encoder
         self.projector = _Projector(d)
 
 
-def _lightning_module(encoder: nn.Module, d: int, hparams: argparse.Namespace):
+def _lightning_module(encoder: nn.Module, d: int, hparams: argparse.Namespace) -> nn.Module:
+    """A `pytorch_lightning.LightningModule` laid out like CLMR v2's `ContrastiveLearning`."""
     import pytorch_lightning as pl
 
     class ContrastiveLearning(pl.LightningModule):
@@ -230,7 +231,8 @@ def _lightning_module(encoder: nn.Module, d: int, hparams: argparse.Namespace):
     return ContrastiveLearning()
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's advice on workers, loggers, ...
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # its torch pytree deprecation
 def test_real_lightning_checkpoint(tmp_path: Path) -> None:
     pl = pytest.importorskip("pytorch_lightning")
     name = "tune_plus"
@@ -287,7 +289,9 @@ def test_weights_sha256_ignores_the_container(tmp_path: Path) -> None:
     for layout in BUILDERS:
         path, model = write_foreign(tmp_path, layout, "clmr")
         digests.add(read_encoder_weights(path).weights_sha256)
-    written = save_checkpoint(tmp_path / "t.safetensors", model.state_dict(), model="clmr", config=tunemir_config("clmr"))
+    written = save_checkpoint(
+        tmp_path / "t.safetensors", model.state_dict(), model="clmr", config=tunemir_config("clmr")
+    )
     digests.add(written["weights_sha256"])
     digests.add(read_encoder_weights(tmp_path / "t.safetensors").weights_sha256)
     assert len(digests) == 1
@@ -338,8 +342,7 @@ def test_convert_checkpoint(tmp_path: Path, layout: str, name: str) -> None:
     assert config_from_dict(name, metadata["config"]) == TINY_CONFIGS[name]
     assert metadata["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert metadata["source"]["format"] == read_encoder_weights(src).format
-    if layout != "bare":
-        assert metadata["source"]["format"] == layout
+    assert metadata["source"]["format"] == ("state_dict" if layout == "bare" else layout)
     assert metadata["weights_sha256"] == read_encoder_weights(src).weights_sha256
     assert_same_outputs(load_model(name, dst), model, name)
 
@@ -356,7 +359,7 @@ def test_convert_checkpoint_checks_the_name(tmp_path: Path) -> None:
 class _FileCreator:
     """Unpickling this calls open(marker, "w"): harmless, but code execution all the same."""
 
-    def __init__(self, marker: Path):
+    def __init__(self, marker: Path) -> None:
         self.marker = str(marker)
 
     def __reduce__(self) -> tuple:
@@ -384,7 +387,12 @@ def test_pickle_payload_is_live(tmp_path: Path) -> None:
 def test_code_executing_pickle_is_refused(tmp_path: Path) -> None:
     path, marker = _malicious_checkpoint(tmp_path, "refused")
     refused = f"{open.__module__}.{open.__name__}"  # io.open, as pickle records it
-    for load in (read_encoder_weights, lambda p: load_model("tune", p), lambda p: convert_checkpoint(p, tmp_path / "o.safetensors")):
+    loaders = [
+        read_encoder_weights,
+        lambda p: load_model("tune", p),
+        lambda p: convert_checkpoint(p, tmp_path / "o.safetensors"),
+    ]
+    for load in loaders:
         with pytest.raises(CheckpointError) as info:
             load(path)
         message = str(info.value)

@@ -179,8 +179,12 @@ def _read_torch(path: Path) -> EncoderWeights:
             if isinstance(value, (str, int, float))
         }
         return EncoderWeights(_select_encoder(state, path), "lightning", sha256_file(path), metadata)
-    release_1_0 = any(_RELEASE_1_0_KEY.match(k.removeprefix("encoder.")) for k in obj)
-    fmt = "clmr-release-1.0" if release_1_0 else "clmr-v1"
+    if not any(str(k).startswith("encoder.") for k in obj):
+        fmt = "state_dict"  # a bare encoder state_dict
+    elif any(_RELEASE_1_0_KEY.match(str(k).removeprefix("encoder.")) for k in obj):
+        fmt = "clmr-release-1.0"
+    else:
+        fmt = "clmr-v1"
     return EncoderWeights(_select_encoder(obj, path), fmt, sha256_file(path))
 
 
