@@ -39,7 +39,7 @@ def main(verbose: bool, quiet: bool) -> None:
               help="Shard size (jukemir): files per shard.")
 @click.option("--batch_idx", "--batch-idx", "batch_idx", type=int, help="Which shard to run (0-based).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", type=click.IntRange(min=0), help="Decoding processes (default: min(4, CPUs)).")
+@click.option("--workers", type=click.IntRange(min=0), help="Decoding processes (default: 0 on a CPU of <= 4 cores, else up to 8).")
 @click.option("--frames-per-batch", type=click.IntRange(min=1), help="Frames per model call (default 2 on CPU, 128 on GPU).")
 @click.option("--random-init", is_flag=True, help="Untrained weights: for tests and smoke runs only.")
 def extract(model, input_dir, output_dir, checkpoint, layer, batch_size, batch_idx, device, workers,

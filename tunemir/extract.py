@@ -108,6 +108,18 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def default_workers(device: torch.device, neural: bool) -> int:
+    """Decoding processes. Handcrafted features are computed in the workers, so use every
+    core. A neural model on a CPU already keeps every core busy: on a small machine a decode
+    process only steals cycles from it (measured in BENCHMARKS.md), so decode in-process."""
+    cores = os.cpu_count() or 1
+    if not neural:
+        return cores
+    if device.type == "cpu":
+        return 0 if cores <= 4 else min(4, cores // 4)
+    return min(8, cores)
+
+
 def default_frames_per_batch(device: torch.device) -> int:
     """Frames per model call. On a CPU small batches win: TUNe's full-resolution activations
     (2.6 MB per frame and layer) then stay in cache; measured in BENCHMARKS.md."""
@@ -172,7 +184,7 @@ def extract(
     stats = _Stats()
     if todo:
         dev = resolve_device(device)
-        n_workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+        n_workers = workers if workers is not None else default_workers(dev, isinstance(rep, Encoder))
         runner = _run_encoder if isinstance(rep, Encoder) else _run_handcrafted
         disable = None if progress is None else not progress  # None: only on a terminal
         with _strict_float32(), tqdm(total=len(todo), unit="file", disable=disable, desc=f"extract {model}") as bar:

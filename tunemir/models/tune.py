@@ -41,6 +41,22 @@ class ConvBlock(nn.Module):
         return self.layers(x)
 
 
+class Upsample3(nn.ConvTranspose1d):
+    """ConvTranspose1d(k=3, stride=3) computed as one matrix product.
+
+    With kernel == stride the output windows do not overlap: output step 3t+k is
+    weight[:, :, k]^T x[:, :, t] + bias. einsum gives the same numbers as the generic
+    transposed convolution 2-3x faster on CPU (BENCHMARKS.md); parameters are unchanged.
+    """
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(c_in, c_out, 3, stride=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.einsum("bit,iok->botk", x, self.weight)  # (B, C_out, T, 3)
+        return y.reshape(x.shape[0], self.out_channels, -1) + self.bias[:, None]  # (B, C_out, 3T)
+
+
 class Tune(Encoder):
     """Tailed U-Net ("TUNe Tail+5", class `Tune5Tail` upstream) and, with `plus`, TUNe+
     (`TunePlus`). A 5-level 1-D U-Net at full resolution is followed by a tail of nine pooled
@@ -63,7 +79,7 @@ class Tune(Encoder):
         # Expanding path: conv6 mirrors conv4, ..., conv9 mirrors conv1.
         for level in range(DEPTH + 1, 2 * DEPTH):
             c_in, c_out = widths[2 * DEPTH - level], widths[2 * DEPTH - level - 1]
-            self.add_module(f"transposedConv{level}", nn.ConvTranspose1d(c_in, c_out, 3, stride=3))
+            self.add_module(f"transposedConv{level}", Upsample3(c_in, c_out))
             self.add_module(f"conv{level}", ConvBlock(2 * c_out, c_out))
 
         tail_widths = widths[1:] + [32 * config.channels] * (TAIL - DEPTH) + [config.out_channels]
