@@ -1,0 +1,244 @@
+"""The extraction pipeline: decode workers -> cross-file frame batches on the device -> atomic .npy."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
+
+from tunemir.audio import SAMPLE_RATE, AudioDecodeError, iter_frames, load_mono
+from tunemir.fileio import atomic_path
+from tunemir.models import Encoder, HandcraftedFeature
+from tunemir.models.base import fuse_for_inference
+
+log = logging.getLogger(__name__)
+
+#: Frames per worker message; bounds the memory a long file takes in flight.
+CHUNK_FRAMES = 16
+#: Without a terminal, progress is a log line this often (seconds).
+LOG_EVERY_S = 30.0
+
+
+@dataclass
+class Job:
+    """One input file and the vector file it becomes."""
+
+    rel: str
+    source: Path
+    target: Path
+
+
+@dataclass
+class Stats:
+    """Counters and per-stage seconds of one run."""
+
+    written: int = 0
+    audio_seconds: float = 0.0
+    decode_s: float = 0.0
+    model_s: float = 0.0
+    write_s: float = 0.0
+    frames: int = 0
+
+
+@dataclass
+class _Item:
+    """One message from a decode worker: frames of a file, or its end (with the whole-file
+    feature vector for handcrafted models, or the reason it failed)."""
+
+    job: int
+    frames: torch.Tensor | None = None
+    vector: np.ndarray | None = None
+    end: bool = False
+    seconds: float = 0.0
+    decode_s: float = 0.0
+    error: str | None = None
+
+
+class _DecodeStream(IterableDataset):
+    """Decodes the jobs (split among DataLoader workers) into frame chunks or feature vectors."""
+
+    def __init__(self, jobs: list[Job], feature: HandcraftedFeature | None = None):
+        self.jobs = jobs
+        self.feature = feature
+
+    def __iter__(self) -> Iterator[_Item]:
+        info = get_worker_info()
+        ids = range(len(self.jobs)) if info is None else range(info.id, len(self.jobs), info.num_workers)
+        for job in ids:
+            yield from self._decode(job)
+
+    def _decode(self, job: int) -> Iterator[_Item]:
+        path = self.jobs[job].source
+        tick, samples, error, vector = time.perf_counter(), 0, None, None
+        try:
+            if self.feature is not None:
+                signal = load_mono(path)
+                samples = len(signal)
+                vector = self.feature(signal)
+            else:
+                for chunk in iter_frames(path, max_frames=CHUNK_FRAMES):
+                    samples += chunk.size
+                    yield _Item(job, frames=torch.from_numpy(chunk))
+        except AudioDecodeError as err:
+            error = str(err)
+        except Exception as err:  # one bad file must never abort the whole run
+            error = f"{path}: {type(err).__name__}: {err}"
+        yield _Item(job, vector=vector, end=True, seconds=samples / SAMPLE_RATE,
+                    decode_s=time.perf_counter() - tick, error=error)
+
+
+def _keep(item: _Item) -> _Item:
+    return item
+
+
+def _stream(jobs: list[Job], workers: int, pin: bool, feature: HandcraftedFeature | None = None) -> DataLoader:
+    return DataLoader(_DecodeStream(jobs, feature), batch_size=None, num_workers=workers, collate_fn=_keep,
+                      pin_memory=pin, prefetch_factor=4 if workers else None)
+
+
+class FrameAverager:
+    """Packs frames of many files into device batches of `batch_frames` and averages the
+    frame vectors back per file (in float64), calling `done(job, vector)` once a file's last
+    frame is encoded."""
+
+    def __init__(self, model: Encoder, device: torch.device, layer: int, batch_frames: int,
+                 done: Callable[[int, np.ndarray], None], stats: Stats):
+        self.model, self.device, self.layer, self.batch_frames = model, device, layer, batch_frames
+        self.done, self.stats = done, stats
+        self.queue: collections.deque[tuple[int, torch.Tensor]] = collections.deque()
+        self.queued = 0
+        self.sums: dict[int, np.ndarray] = {}
+        self.counts = collections.Counter()
+        self.waiting = collections.Counter()  # frames of a file not yet encoded
+        self.ended: set[int] = set()
+
+    def add(self, job: int, frames: torch.Tensor) -> None:
+        self.queue.append((job, frames))
+        self.waiting[job] += len(frames)
+        self.queued += len(frames)
+        while self.queued >= self.batch_frames:
+            self._run_batch()
+
+    def end(self, job: int, ok: bool) -> None:
+        """No more frames will come for `job`; if not `ok`, forget it."""
+        if not ok:
+            kept = [(j, f) for j, f in self.queue if j != job]
+            self.queue = collections.deque(kept)
+            self.queued = sum(len(f) for _, f in kept)
+            self.waiting.pop(job, None)
+            self.sums.pop(job, None)
+            self.counts.pop(job, None)
+            return
+        self.ended.add(job)
+        if not self.waiting[job]:
+            self._finish(job)
+
+    def flush(self) -> None:
+        while self.queue:
+            self._run_batch()
+
+    def _run_batch(self) -> None:
+        owners, parts, size = [], [], 0
+        while self.queue and size < self.batch_frames:
+            job, frames = self.queue.popleft()
+            room = self.batch_frames - size
+            if len(frames) > room:
+                self.queue.appendleft((job, frames[room:]))
+                frames = frames[:room]
+            owners += [job] * len(frames)
+            parts.append(frames)
+            size += len(frames)
+        self.queued -= size
+        tick = time.perf_counter()
+        with torch.inference_mode():
+            batch = torch.cat(parts).to(self.device, non_blocking=True).unsqueeze(1)  # (N, 1, L)
+            reps = self.model(batch, layer=self.layer).double().cpu().numpy()  # (N, D)
+        self.stats.model_s += time.perf_counter() - tick
+        self.stats.frames += size
+        for job, rep in zip(owners, reps):
+            if job in self.sums:
+                self.sums[job] += rep
+            else:
+                self.sums[job] = rep.copy()
+            self.counts[job] += 1
+            self.waiting[job] -= 1
+            if not self.waiting[job] and job in self.ended:
+                self._finish(job)
+
+    def _finish(self, job: int) -> None:
+        self.ended.discard(job)
+        self.waiting.pop(job, None)
+        vector = self.sums.pop(job) / self.counts.pop(job)
+        self.done(job, vector.astype(np.float32))
+
+
+class Progress:
+    """tqdm on a terminal; otherwise (e.g. `docker run` without -t) a log line every 30 s."""
+
+    def __init__(self, total: int, desc: str, enabled: bool | None):
+        interactive = sys.stderr.isatty() if enabled is None else enabled
+        self.bar = tqdm(total=total, unit="file", desc=desc, disable=not interactive)
+        self.total, self.desc, self.start, self.last_log = total, desc, time.perf_counter(), time.perf_counter()
+        self.files, self.logging = 0, enabled is None and not interactive
+
+    def update(self, audio_seconds: float) -> None:
+        self.files += 1
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        self.bar.update(1)
+        self.bar.set_postfix(audio_s_per_s=f"{audio_seconds / elapsed:.1f}", refresh=False)
+        if self.logging and time.perf_counter() - self.last_log >= LOG_EVERY_S:
+            self.last_log = time.perf_counter()
+            log.info("%s: %d/%d files, %.2f files/s, %.1f audio-s/s", self.desc, self.files, self.total,
+                     self.files / elapsed, audio_seconds / elapsed)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_jobs(rep: Encoder | HandcraftedFeature, jobs: list[Job], *, device: torch.device, workers: int,
+             layer: int, batch_frames: int, progress: Progress, failed: list[tuple[str, str]]) -> Stats:
+    """Extract every job; failures are appended to `failed` as (relative path, reason)."""
+    stats = Stats()
+    ends: dict[int, _Item] = {}
+
+    def save(job: int, vector: np.ndarray) -> None:
+        tick = time.perf_counter()
+        with atomic_path(jobs[job].target) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, vector)
+        stats.written += 1
+        stats.audio_seconds += ends.pop(job).seconds
+        stats.write_s += time.perf_counter() - tick
+        progress.update(stats.audio_seconds)
+
+    neural = isinstance(rep, Encoder)
+    if neural:
+        averager = FrameAverager(fuse_for_inference(rep).to(device), device, layer, batch_frames, save, stats)
+    stream = _stream(jobs, workers, pin=device.type == "cuda", feature=None if neural else rep)
+    for item in stream:
+        if item.frames is not None:
+            averager.add(item.job, item.frames)
+            continue
+        stats.decode_s += item.decode_s
+        ends[item.job] = item
+        if item.error is not None:
+            failed.append((jobs[item.job].rel, item.error))
+            ends.pop(item.job)
+            progress.update(stats.audio_seconds)
+            if neural:
+                averager.end(item.job, ok=False)
+        elif neural:
+            averager.end(item.job, ok=True)
+        else:
+            save(item.job, item.vector)
+    if neural:
+        averager.flush()
+    return stats
