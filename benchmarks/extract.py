@@ -15,7 +15,6 @@ of each is reported with all passes in the JSON.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import tempfile
@@ -31,20 +30,7 @@ from tunemir.audio import FRAME_LENGTH, SAMPLE_RATE, frame_signal, load_mono
 from tunemir.extract import default_frames_per_batch, extract, resolve_device
 from tunemir.models import load_model
 from tunemir.models.base import fuse_for_inference
-from tunemir.models.tune import Upsample3
-from tunemir.testing import write_audio
-
-
-def upstream_layers(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy that runs TUNe's upsampling as the upstream code does (nn.ConvTranspose1d), so
-    the loop measures the research code's model, not tunemir's faster Upsample3."""
-    model = copy.deepcopy(model)
-    for name, module in list(model.named_children()):
-        if isinstance(module, Upsample3):
-            plain = torch.nn.ConvTranspose1d(module.in_channels, module.out_channels, 3, stride=3)
-            plain.load_state_dict(module.state_dict())
-            setattr(model, name, plain.to(module.weight.device))
-    return model
+from tunemir.testing import upstream_layers, write_audio
 
 
 def per_file_loop(model, files: list[Path], out: Path, device: torch.device) -> float:

@@ -14,6 +14,16 @@ from tunemir.audio import FRAME_LENGTH, SAMPLE_RATE
 from tunemir.testing import save_tiny_checkpoint
 
 
+def pytest_collection_modifyitems(config, items):
+    """GPU-only tests carry the `gpu` marker and are skipped where CUDA is not available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def tiny_checkpoint(tmp_path: Path):
     """(path, model) of a tiny TUNe+ saved in tunemir's format."""

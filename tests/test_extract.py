@@ -244,3 +244,14 @@ def test_killed_run_leaves_only_complete_files_and_resumes(tmp_path: Path):
     model = load_model("tune_plus", random_init=True)
     last = sorted(set(f"{i:02d}.npy" for i in range(24)) - set(done_before))[-1]
     np.testing.assert_allclose(np.load(out / last), reference_vector(model, src / last.replace(".npy", ".wav")), atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_cuda_extraction_matches_cpu_reference(tmp_path: Path):
+    src = make_folder(tmp_path / "in", MIXED[:3])
+    summary = extract("tune_plus", src, tmp_path / "out", random_init=True, device="cuda", workers=2)
+    assert summary.ok
+    model = load_model("tune_plus", random_init=True)
+    for rel, *_ in MIXED[:3]:
+        vector = np.load(tmp_path / "out" / Path(rel).with_suffix(".npy"))
+        np.testing.assert_allclose(vector, reference_vector(model, src / rel), atol=1e-4, rtol=1e-5)
