@@ -2,9 +2,9 @@
 
 Writes N synthetic 30-second 44.1 kHz stereo WAVs, then measures audio-seconds per second for
   loop     : per file, load -> mean -> soxr resample -> frame -> encode -> save (model loaded
-             once, run as the upstream code defines it: unfused BatchNorm, nn.ConvTranspose1d)
+             once and run as the upstream code defines it)
   extract  : tunemir.extract.extract (decode workers, cross-file frame batches)
-  model    : the encoder as extract runs it (BatchNorm folded) alone on pre-decoded frames of
+  model    : the encoder as extract runs it (InferenceEncoder) alone on pre-decoded frames of
              the same files, batched like extract
 Passes alternate (loop, extract, loop, extract, ...) so machine noise hits both; the best pass
 of each is reported with all passes in the JSON.
@@ -29,8 +29,8 @@ import torch
 from tunemir.audio import FRAME_LENGTH, SAMPLE_RATE, frame_signal, load_mono
 from tunemir.extract import default_frames_per_batch, extract, resolve_device
 from tunemir.models import load_model
-from tunemir.models.base import fuse_for_inference
-from tunemir.testing import upstream_layers, write_audio
+from tunemir.models.base import InferenceEncoder
+from tunemir.testing import write_audio
 
 
 def per_file_loop(model, files: list[Path], out: Path, device: torch.device) -> float:
@@ -81,14 +81,13 @@ def main() -> None:
         files = [write_audio(tmp / "in" / f"{i:03d}.wav", args.seconds, 44100, 2, seed=i) for i in range(args.files)]
         total_audio = sum(sf.info(f).duration for f in files)
         frames = torch.from_numpy(np.concatenate([frame_signal(load_mono(f)) for f in files])).to(device)
-        fused = fuse_for_inference(model)
-        baseline = upstream_layers(model)
+        fused = InferenceEncoder(model)
         model_only(fused, frames[:batch], batch, device)  # warm-up: allocator, kernels, threads
 
         passes = {"loop": [], "extract": [], "model": []}
         for index in range(args.passes):
             tick = time.perf_counter()
-            per_file_loop(baseline, files, tmp / f"loop{index}", device)
+            per_file_loop(model, files, tmp / f"loop{index}", device)
             passes["loop"].append(total_audio / (time.perf_counter() - tick))
             tick = time.perf_counter()
             summary = extract(args.model, tmp / "in", tmp / f"extract{index}", random_init=True, device=args.device,

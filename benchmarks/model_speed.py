@@ -1,6 +1,7 @@
-"""Encoder speed per frame: batch size, BatchNorm folding and TUNe's upsampling implementation.
+"""Encoder speed per frame by batch size: the encoder as defined upstream vs its InferenceEncoder
+twin (BatchNorm folded, channels-last 2-D layers).
 
-Backs the defaults of `tunemir extract` (frames per batch, fused inference, Upsample3):
+Backs the defaults of `tunemir extract` (frames per batch, InferenceEncoder):
 
     python benchmarks/model_speed.py --model tune_plus --device cpu
 """
@@ -16,8 +17,7 @@ import torch
 
 from tunemir.extract import resolve_device
 from tunemir.models import load_model
-from tunemir.models.base import fuse_for_inference
-from tunemir.testing import upstream_layers
+from tunemir.models.base import InferenceEncoder
 
 
 def ms_per_frame(model, frames: torch.Tensor, batch: int, device: torch.device, repeats: int) -> float:
@@ -49,7 +49,7 @@ def main() -> None:
 
     device = resolve_device(args.device)
     model = load_model(args.model, random_init=True).to(device)
-    variants = {"upstream": upstream_layers(model), "tunemir": model, "tunemir+fused": fuse_for_inference(model)}
+    variants = {"encoder": model, "InferenceEncoder": InferenceEncoder(model)}
     frames = torch.randn(args.frames, 1, 59049, device=device)
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import soundfile as sf
 import torch
 
 from tunemir.models import SampleCNNConfig, TuneConfig, build_model
-from tunemir.models.tune import Upsample3
 
 #: Same topology as the released models with a few channels, so tests run in milliseconds.
 TINY_CONFIGS = {
@@ -91,14 +89,3 @@ def write_audio(
         raise ValueError(f"no synthetic writer for {suffix}")
     return path
 
-
-def upstream_layers(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy running TUNe's upsampling as the upstream code does (nn.ConvTranspose1d), for
-    benchmarks that compare tunemir against the research code's model."""
-    model = copy.deepcopy(model)
-    for name, module in list(model.named_children()):
-        if isinstance(module, Upsample3):
-            plain = torch.nn.ConvTranspose1d(module.in_channels, module.out_channels, 3, stride=3)
-            plain.load_state_dict(module.state_dict())
-            setattr(model, name, plain.to(module.weight.device))
-    return model

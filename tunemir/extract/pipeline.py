@@ -18,7 +18,7 @@ from tqdm import tqdm
 from tunemir.audio import SAMPLE_RATE, AudioDecodeError, iter_frames, load_mono
 from tunemir.fileio import atomic_path
 from tunemir.models import Encoder, HandcraftedFeature
-from tunemir.models.base import fuse_for_inference
+from tunemir.models.base import InferenceEncoder
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def run_jobs(rep: Encoder | HandcraftedFeature, jobs: list[Job], *, device: torc
 
     neural = isinstance(rep, Encoder)
     if neural:
-        averager = FrameAverager(fuse_for_inference(rep).to(device), device, layer, batch_frames, save, stats)
+        averager = FrameAverager(InferenceEncoder(rep).to(device), device, layer, batch_frames, save, stats)
     stream = _stream(jobs, workers, pin=device.type == "cuda", feature=None if neural else rep)
     for item in stream:
         if item.frames is not None:

@@ -42,19 +42,23 @@ class ConvBlock(nn.Module):
 
 
 class Upsample3(nn.ConvTranspose1d):
-    """ConvTranspose1d(k=3, stride=3) computed as one matrix product.
+    """ConvTranspose1d(k=3, stride=3), which also runs on InferenceEncoder's channels-last
+    `(B, C, 1, T)` tensors.
 
     With kernel == stride the output windows do not overlap: output step 3t+k is
-    weight[:, :, k]^T x[:, :, t] + bias. einsum gives the same numbers as the generic
-    transposed convolution 2-3x faster on CPU (BENCHMARKS.md); parameters are unchanged.
+    weight[:, :, k]^T x[:, :, t] + bias, one matrix product over the channels-last layout.
     """
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__(c_in, c_out, 3, stride=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.einsum("bit,iok->botk", x, self.weight)  # (B, C_out, T, 3)
-        return y.reshape(x.shape[0], self.out_channels, -1) + self.bias[:, None]  # (B, C_out, 3T)
+        if x.dim() == 3:
+            return super().forward(x)  # (B, C_out, 3T)
+        batch, _, _, steps = x.shape  # (B, C_in, 1, T), channels-last
+        weight = self.weight.permute(0, 2, 1).reshape(self.in_channels, -1)  # (C_in, 3 * C_out)
+        y = (x.permute(0, 2, 3, 1) @ weight).view(batch, 1, 3 * steps, self.out_channels)
+        return y.permute(0, 3, 1, 2) + self.bias.view(-1, 1, 1)  # (B, C_out, 1, 3T), channels-last
 
 
 class Tune(Encoder):
