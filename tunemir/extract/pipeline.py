@@ -62,6 +62,12 @@ class _Item:
     decode_s: float = 0.0
     error: str | None = None
 
+    def pin_memory(self) -> _Item:
+        """Called by the DataLoader's pinning thread: page-locked frames copy to a GPU asynchronously."""
+        if self.frames is not None:
+            self.frames = self.frames.pin_memory()
+        return self
+
 
 class _DecodeStream(IterableDataset):
     """Decodes the jobs (split among DataLoader workers) into frame chunks or feature vectors."""
@@ -122,6 +128,8 @@ class FrameAverager:
         self.ended: set[int] = set()
 
     def add(self, job: int, frames: torch.Tensor) -> None:
+        """Queue a chunk of `job`'s frames (N, L); encode every full batch."""
+        frames = frames.to(self.device, non_blocking=True)  # from pinned memory: overlaps decoding
         self.queue.append((job, frames))
         self.waiting[job] += len(frames)
         self.queued += len(frames)
@@ -160,7 +168,7 @@ class FrameAverager:
         self.queued -= size
         tick = time.perf_counter()
         with torch.inference_mode():
-            batch = torch.cat(parts).to(self.device, non_blocking=True).unsqueeze(1)  # (N, 1, L)
+            batch = torch.cat(parts).unsqueeze(1)  # (N, 1, L), on the device
             reps = self.model(batch, layer=self.layer).double().cpu().numpy()  # (N, D)
         self.stats.model_s += time.perf_counter() - tick
         self.stats.frames += size
