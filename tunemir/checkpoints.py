@@ -169,8 +169,9 @@ def _read_torch(path: Path) -> EncoderWeights:
         state = obj.get("state_dict")
         if not isinstance(state, dict):
             raise CheckpointError(f"{path} is a Lightning checkpoint without a state_dict")
-        hparams = obj.get("hyper_parameters") or {}
-        hparams = vars(hparams) if isinstance(hparams, argparse.Namespace) else dict(hparams)
+        hparams = obj.get("hyper_parameters")
+        hparams = vars(hparams) if isinstance(hparams, argparse.Namespace) else hparams
+        hparams = hparams if isinstance(hparams, dict) else {}
         metadata = {
             key: value
             for key, value in [("model", hparams.get("model")), ("epoch", obj.get("epoch")),
