@@ -255,3 +255,10 @@ def test_cuda_extraction_matches_cpu_reference(tmp_path: Path):
     for rel, *_ in MIXED[:3]:
         vector = np.load(tmp_path / "out" / Path(rel).with_suffix(".npy"))
         np.testing.assert_allclose(vector, reference_vector(model, src / rel), atol=1e-4, rtol=1e-5)
+
+
+def test_summary_counts_whole_file_durations(tmp_path: Path, tiny_checkpoint):
+    ckpt, _ = tiny_checkpoint
+    src = make_folder(tmp_path / "in", MIXED[:3])
+    summary = extract("tune_plus", src, tmp_path / "out", checkpoint=ckpt, workers=0)
+    assert summary.audio_seconds == pytest.approx(sum(seconds for *_, seconds in MIXED[:3]), abs=1e-3)

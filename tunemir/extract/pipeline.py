@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from tunemir.audio import SAMPLE_RATE, AudioDecodeError, iter_frames, load_mono
+from tunemir.audio import AudioDecodeError, iter_frames, load_mono
 from tunemir.fileio import atomic_path
 from tunemir.models import Encoder, HandcraftedFeature
 from tunemir.models.base import InferenceEncoder
@@ -84,21 +85,20 @@ class _DecodeStream(IterableDataset):
 
     def _decode(self, job: int) -> Iterator[_Item]:
         path = self.jobs[job].source
-        tick, samples, error, vector = time.perf_counter(), 0, None, None
+        tick, seconds, error, vector = time.perf_counter(), 0.0, None, None
         try:
             if self.feature is not None:
                 signal = load_mono(path)
-                samples = len(signal)
                 vector = self.feature(signal)
             else:
                 for chunk in iter_frames(path, max_frames=CHUNK_FRAMES):
-                    samples += chunk.size
                     yield _Item(job, frames=torch.from_numpy(chunk))
+            seconds = sf.info(str(path)).duration  # the file's length, not the framed part
         except AudioDecodeError as err:
             error = str(err)
         except Exception as err:  # one bad file must never abort the whole run
             error = f"{path}: {type(err).__name__}: {err}"
-        yield _Item(job, vector=vector, end=True, seconds=samples / SAMPLE_RATE,
+        yield _Item(job, vector=vector, end=True, seconds=seconds,
                     decode_s=time.perf_counter() - tick, error=error)
 
 
