@@ -26,7 +26,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from tunemir.audio import FRAME_LENGTH, SAMPLE_RATE, frame_signal, load_mono
+from tunemir.audio import SAMPLE_RATE, frame_signal, load_mono
 from tunemir.extract import default_frames_per_batch, extract, resolve_device
 from tunemir.models import load_model
 from tunemir.models.base import InferenceEncoder
