@@ -107,22 +107,16 @@ def iter_frames(
     frame, so every decodable file yields at least one frame.
     """
     pending = np.zeros(0, np.float32)
-    emitted = 0
+    emitted = False
     chunk = max_frames * frame_length
     for mono in iter_mono(path):
         pending = np.concatenate([pending, mono]) if len(pending) else mono
         while len(pending) >= chunk:
             yield pending[:chunk].reshape(max_frames, frame_length)
             pending = pending[chunk:]
-            emitted += max_frames
-    n = len(pending) // frame_length
-    if n:
-        yield pending[: n * frame_length].reshape(n, frame_length)
-        emitted += n
-    if emitted == 0:
-        frame = np.zeros((1, frame_length), np.float32)
-        frame[0, : len(pending)] = pending
-        yield frame
+            emitted = True
+    if len(pending) >= frame_length or not emitted:
+        yield frame_signal(pending, frame_length)
 
 
 def frame_signal(signal: np.ndarray, frame_length: int = FRAME_LENGTH) -> np.ndarray:

@@ -155,18 +155,7 @@ def load_model(
             f"`tunemir convert-checkpoint IN {path}`; ${WEIGHTS_DIR_ENV} sets the folder). "
             f"--random-init runs with untrained weights, for tests only."
         )
-    weights = checkpoints.read_encoder_weights(path)
-    detected, config = infer_model(weights.state_dict)
-    if detected != name:
-        raise checkpoints.CheckpointError(
-            f"{path} holds a {detected!r} encoder, but {name!r} was requested; "
-            f"ask for {detected!r} or pass the matching checkpoint"
-        )
-    model = build_model(name, config)
-    try:
-        model.load_state_dict(weights.state_dict, strict=True)
-    except RuntimeError as err:
-        raise checkpoints.CheckpointError(f"{path} does not fit {name!r}: {err}") from None
+    model, _, _ = _read_checked(path, name)
     return model.eval()
 
 
@@ -175,13 +164,26 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, name: str
 
     The model is recognised from the tensor shapes; `name`, if given, must agree.
     """
-    weights = checkpoints.read_encoder_weights(src)
-    detected, config = infer_model(weights.state_dict)
-    if name is not None and name != detected:
-        raise checkpoints.CheckpointError(f"{src} holds a {detected!r} encoder, not {name!r}")
-    build_model(detected, config).load_state_dict(weights.state_dict, strict=True)  # validates shapes
+    model, detected, weights = _read_checked(src, name)
     source = {"file": Path(src).name, "sha256": weights.file_sha256, "format": weights.format,
               **{f"original_{k}": v for k, v in weights.metadata.items()}}
     return checkpoints.save_checkpoint(
-        dst, weights.state_dict, model=detected, config=dataclasses.asdict(config), source=source
+        dst, weights.state_dict, model=detected, config=dataclasses.asdict(model.config), source=source
     )
+
+
+def _read_checked(path, name: str | None) -> tuple[Encoder, str, checkpoints.EncoderWeights]:
+    """Read a checkpoint, recognise its model (which must be `name` if given) and load it strictly."""
+    weights = checkpoints.read_encoder_weights(path)
+    detected, config = infer_model(weights.state_dict)
+    if name is not None and detected != name:
+        raise checkpoints.CheckpointError(
+            f"{path} holds a {detected!r} encoder, but {name!r} was requested; "
+            f"ask for {detected!r} or pass the matching checkpoint"
+        )
+    model = build_model(detected, config)
+    try:
+        model.load_state_dict(weights.state_dict, strict=True)
+    except RuntimeError as err:
+        raise checkpoints.CheckpointError(f"{path} does not fit {detected!r}: {err}") from None
+    return model, detected, weights
