@@ -15,6 +15,7 @@ from tunemir.extract import ExtractUsageError
 from tunemir.extract import extract as run_extract
 from tunemir.models import available_models, build_model, get_info
 from tunemir.models import convert_checkpoint as convert
+from tunemir.probe.cli import probe
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,3 +99,6 @@ def demo(output_dir: Path, workers: int | None) -> None:
                    f"{row['audio_s_per_s']:10.1f}  {row['folder']}")
     if any(row["failed"] for row in rows):
         sys.exit(1)
+
+
+main.add_command(probe)

@@ -89,3 +89,63 @@ def write_audio(
         raise ValueError(f"no synthetic writer for {suffix}")
     return path
 
+
+
+def synthetic_probe_arrays(task, sizes: dict[str, int], dim: int, seed: int = 0, noise: float = 1.0):
+    """Features with a learnable linear signal and meta.json labels for `task`, per split.
+
+    Returns {split: (uids, features (N, dim) float32, labels as meta.json holds them)}. Uids
+    of key-score tasks are `<song>-<clip>` with 1 to 4 clips per song sharing a key.
+    """
+    from tunemir.probe.tasks import Task  # noqa: F401  (documents the expected type)
+
+    rng = np.random.default_rng(seed)
+    projection = rng.normal(size=(dim, task.num_outputs)) / np.sqrt(dim)
+    out, offset = {}, 0
+    for split, n in sizes.items():
+        x = rng.normal(size=(n, dim))
+        scores = x @ projection * 3 + noise * rng.normal(size=(n, task.num_outputs))
+        if task.key_score:
+            uids, labels, song = [], [], offset
+            while len(uids) < n:
+                key = task.labels[int(scores[len(uids)].argmax())]
+                for clip in range(min(int(rng.integers(1, 5)), n - len(uids))):
+                    uids.append(f"{song:07d}-{clip}")
+                    labels.append(key)
+                song += 1
+        else:
+            uids = [f"{offset + i:05d}" for i in range(n)]
+            if task.output_type == "multiclass":
+                labels = [task.labels[int(i)] for i in scores.argmax(1)]
+            elif task.output_type == "multilabel":
+                # Each tag on for roughly 10-30 % of clips, driven by its score.
+                rates = rng.uniform(0.1, 0.3, task.num_outputs)
+                cut = np.array([np.quantile(scores[:, j], 1 - rates[j]) for j in range(task.num_outputs)])
+                labels = [[t for t, on in zip(task.labels, row) if on] for row in scores > cut]
+            else:
+                labels = [[float(v) for v in row] for row in scores / 3]
+        out[split] = (uids, x.astype(np.float32), labels)
+        offset += n + 1000
+    return out
+
+
+def write_probe_dataset(root: Path, dataset: str, representation: str, task, sizes: dict[str, int],
+                        dim: int = 16, seed: int = 0, write_task_json: bool = False, noise: float = 1.0) -> None:
+    """Write `root/processed/<dataset>/meta.json` and `root/representations/<dataset>/<rep>/<uid>.npy`
+    in jukemir's layout (plus task.json when asked), from `synthetic_probe_arrays`."""
+    import json
+
+    meta = {}
+    features_dir = Path(root) / "representations" / dataset / representation
+    features_dir.mkdir(parents=True, exist_ok=True)
+    for split, (uids, x, labels) in synthetic_probe_arrays(task, sizes, dim, seed, noise).items():
+        for uid, vector, label in zip(uids, x, labels):
+            meta[uid] = {"split": split, "y": label, "extra": {}}
+            np.save(features_dir / f"{uid}.npy", vector)
+    dataset_dir = Path(root) / "processed" / dataset
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    (dataset_dir / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    if write_task_json:
+        spec = {"output_type": task.output_type, "labels": list(task.labels) if task.labels else None,
+                "num_outputs": task.num_outputs, "key_score": task.key_score}
+        (dataset_dir / "task.json").write_text(json.dumps(spec, indent=2))

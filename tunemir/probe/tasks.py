@@ -1,0 +1,130 @@
+"""What a probe predicts for each dataset: output type, label order, metrics (jukemir's tasks)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+GTZAN_GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
+_TONICS = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+#: jukemir's key label order: the 12 major keys, then the 12 minor keys, tonics spelled with flats.
+KEY_LABELS = tuple(f"{t} major" for t in _TONICS) + tuple(f"{t} minor" for t in _TONICS)
+#: jukemir's MagnaTagATune top-50 tags in its index order.
+MTT_TAGS = (
+    "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast", "piano",
+    "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male", "singing",
+    "vocals", "no vocals", "harpsichord", "loud", "quiet", "flute", "woman", "male vocal", "no vocal", "pop",
+    "soft", "sitar", "solo", "man", "classic", "choir", "voice", "new age", "dance", "male voice",
+    "female vocal", "beats", "harp", "cello", "no voice", "weird", "country", "metal", "female voice", "choral",
+)
+OUTPUT_TYPES = ("multiclass", "multilabel", "regression")
+TASK_FILE = "task.json"
+
+
+class TaskError(ValueError):
+    """A dataset's task is unknown or its task.json is malformed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One dataset's prediction problem.
+
+    `key_score` (multiclass over `KEY_LABELS` only) turns on jukemir's GiantSteps metrics:
+    clips are grouped into songs by the uid prefix before the first "-", and songs are scored
+    with mir_eval's weighted key score.
+    """
+
+    name: str
+    output_type: str
+    num_outputs: int
+    labels: tuple[str, ...] | None = None
+    key_score: bool = False
+
+    def __post_init__(self):
+        where = f"task {self.name!r}"
+        if self.output_type not in OUTPUT_TYPES:
+            raise TaskError(f"{where}: output_type {self.output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
+        if self.num_outputs < 1:
+            raise TaskError(f"{where}: num_outputs must be >= 1")
+        if self.labels is not None and len(self.labels) != self.num_outputs:
+            raise TaskError(f"{where}: {len(self.labels)} labels but num_outputs is {self.num_outputs}")
+        if self.output_type != "regression" and self.labels is None:
+            raise TaskError(f"{where}: a {self.output_type} task needs its list of labels")
+        if self.key_score and (self.output_type != "multiclass" or tuple(self.labels) != KEY_LABELS):
+            raise TaskError(f"{where}: key_score needs a multiclass task whose labels are the 24 keys "
+                            f"in this order: {', '.join(KEY_LABELS)}")
+
+    @property
+    def primary(self) -> str:
+        """The metric that early stopping and model selection maximise."""
+        if self.key_score:
+            return "score"
+        return {"multiclass": "accuracy", "multilabel": "auc_roc", "regression": "r2"}[self.output_type]
+
+    def encode(self, uid: str, y) -> np.ndarray:
+        """One label from meta.json as the training target (class index, multi-hot or floats).
+
+        Raises `ValueError` naming the uid when the label does not fit the task.
+        """
+        if self.output_type == "multiclass":
+            if y not in self.labels:
+                raise ValueError(f"uid {uid}: label {y!r} is not one of the task's labels")
+            return np.int64(self.labels.index(y))
+        if self.output_type == "multilabel":
+            if not isinstance(y, list):
+                raise ValueError(f"uid {uid}: a multilabel target must be a list of tags, got {y!r}")
+            target = np.zeros(self.num_outputs, np.float32)
+            for tag in y:
+                if tag not in self.labels:
+                    raise ValueError(f"uid {uid}: tag {tag!r} is not one of the task's labels")
+                target[self.labels.index(tag)] = 1.0
+            return target
+        values = np.atleast_1d(np.asarray(y, dtype=np.float64)) if _is_numeric(y) else None
+        if values is None or values.shape != (self.num_outputs,) or not np.isfinite(values).all():
+            raise ValueError(f"uid {uid}: expected {self.num_outputs} finite number(s) as target, got {y!r}")
+        return values.astype(np.float32)
+
+
+def _is_numeric(y) -> bool:
+    items = y if isinstance(y, list) else [y]
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items)
+
+
+BUILTIN_TASKS = {
+    "gtzan_ff": Task("gtzan_ff", "multiclass", 10, GTZAN_GENRES),
+    "giantsteps_clips": Task("giantsteps_clips", "multiclass", 24, KEY_LABELS, key_score=True),
+    "magnatagatune": Task("magnatagatune", "multilabel", 50, MTT_TAGS),
+    "emomusic": Task("emomusic", "regression", 2, ("arousal", "valence")),
+}
+
+
+def load_task(dataset: str, dataset_dir: Path | None = None) -> Task:
+    """The task of `dataset`: its `task.json` beside meta.json if present, else a built-in task.
+
+    task.json: `{"output_type": "multiclass"|"multilabel"|"regression", "labels": [...] or null,
+    "num_outputs": N, "key_score": false}` (`key_score` optional).
+    """
+    path = Path(dataset_dir) / TASK_FILE if dataset_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            spec = json.loads(path.read_text())
+            unknown = set(spec) - {"output_type", "labels", "num_outputs", "key_score"}
+            if unknown:
+                raise TaskError(f"unknown field(s) {', '.join(sorted(unknown))}")
+            labels = spec.get("labels")
+            num_outputs = spec.get("num_outputs", len(labels) if labels else None)
+            if num_outputs is None:
+                raise TaskError("num_outputs is required when labels is null")
+            return Task(dataset, spec.get("output_type"), int(num_outputs),
+                        tuple(labels) if labels is not None else None, bool(spec.get("key_score", False)))
+        except (json.JSONDecodeError, TypeError, TaskError) as err:
+            raise TaskError(f"{path}: {err}. Fix the file; its format is described in the README "
+                            "(section 'Probing your own dataset').") from None
+    if dataset in BUILTIN_TASKS:
+        return BUILTIN_TASKS[dataset]
+    raise TaskError(f"dataset {dataset!r} has no task: it is not one of the built-in tasks "
+                    f"({', '.join(BUILTIN_TASKS)}) and {path or TASK_FILE} does not exist. Write a "
+                    f"{TASK_FILE} beside its meta.json (format in the README).")

@@ -1,0 +1,360 @@
+"""Train every probe config of a grid at once: stacked weights, one vectorised Adam, batched
+early stopping. Each config follows jukemir's training loop; only the random streams differ.
+
+jukemir's loop, per config (reference/jukemir.md 3.5): seed, build the MLP, Adam with
+coupled L2, fit a StandardScaler on train; then at every step: stop if past max_num_epochs;
+every `eval_frequency` steps stop if `boredom >= early_stopping_boredom` (restoring the best
+weights), else score the full valid split and keep a snapshot on strict improvement; then one
+Adam step on `random.sample(range(N), B)`. Here the configs of one architecture and batch
+size form a group whose weights are stacked as (M, in, out) tensors, and every step advances
+all groups together; a config that stops leaves its group at once.
+
+Random streams: weights start exactly as jukemir's (`torch.manual_seed(seed)`, then the
+layers built in order), but minibatches and dropout masks come from one torch generator per
+group on the training device instead of Python's `random` and the per-config torch stream,
+so runs are statistically equivalent to jukemir's, not bitwise equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import logging
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tunemir.probe.batched_metrics import SplitMetrics
+from tunemir.probe.config import ProbeConfig
+from tunemir.probe.data import ProbeData
+
+log = logging.getLogger(__name__)
+BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, as jukemir uses
+EPS = 1e-8
+
+
+@dataclasses.dataclass
+class Scaler:
+    """A fitted `StandardScaler` as plain arrays (identity when `standardize` is False)."""
+
+    standardize: bool
+    mean: np.ndarray   # (D,) float64
+    scale: np.ndarray  # (D,) float64
+
+    @classmethod
+    def fit(cls, features: np.ndarray, standardize: bool) -> Scaler:
+        from sklearn.preprocessing import StandardScaler
+
+        if not standardize:
+            return cls(False, np.zeros(features.shape[1]), np.ones(features.shape[1]))
+        fitted = StandardScaler().fit(features)
+        return cls(True, fitted.mean_.astype(np.float64), fitted.scale_.astype(np.float64))
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """As sklearn on float32 input: subtract and divide in float64, store float32."""
+        if not self.standardize:
+            return features
+        centred = (features - self.mean).astype(np.float32)
+        return (centred / self.scale).astype(np.float32)
+
+
+@dataclasses.dataclass
+class ProbeResult:
+    """One config's trained probe: jukemir `SimpleMLP` state dict and the run's counters."""
+
+    config: ProbeConfig
+    state: dict[str, torch.Tensor]
+    scaler: Scaler
+    steps: int
+    evals: int
+    best_eval: int | None
+    best_score: float
+    stop_reason: str
+    error: str | None = None
+
+
+def layer_names(num_hidden: int) -> list[str]:
+    """jukemir's SimpleMLP parameter prefixes: hidden_0 ... hidden_{k-1}, then output."""
+    return [f"hidden_{i}" for i in range(num_hidden)] + ["output"]
+
+
+@functools.lru_cache(maxsize=16)
+def initial_weights(seed: int, dims: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """jukemir's initial SimpleMLP weights: `torch.manual_seed(seed)`, then `nn.Linear` per layer.
+
+    Returns (weight (out, in), bias (out,)) pairs flattened; the global RNG is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layers = [torch.nn.Linear(d_in, d_out) for d_in, d_out in zip(dims[:-1], dims[1:])]
+    return tuple(t.detach().clone() for layer in layers for t in (layer.weight, layer.bias))
+
+
+def sample_batches(rows: int, population: int, size: int, gen: torch.Generator, device) -> torch.Tensor:
+    """(rows, size) indices, each row drawn uniformly without replacement, rows independent.
+
+    Like `random.sample(range(population), size)` per row. Small populations use random keys;
+    large ones draw with replacement and redraw collisions, which costs O(rows * size).
+    """
+    size = min(size, population)
+    if population <= 8 * size:
+        keys = torch.rand(rows, population, generator=gen, device=device)
+        return keys.topk(size, dim=1, sorted=False).indices
+    idx = torch.randint(population, (rows, size), generator=gen, device=device)
+    while True:
+        idx = idx.sort(1).values
+        dup = torch.zeros_like(idx, dtype=torch.bool)
+        dup[:, 1:] = idx[:, 1:] == idx[:, :-1]
+        count = int(dup.sum())
+        if count == 0:
+            return idx
+        idx[dup] = torch.randint(population, (count,), generator=gen, device=device)
+
+
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, step: int, lr: torch.Tensor, weight_decay: torch.Tensor) -> None:
+    """One `torch.optim.Adam(weight_decay=...)` step for stacked rows with per-row lr and L2.
+
+    `lr` and `weight_decay` broadcast against each parameter (shape (M, 1, 1)). L2 is coupled
+    (added to the gradient, as in Adam, not AdamW); bias corrections use the shared `step`.
+    """
+    beta1, beta2 = BETAS
+    bias1 = 1 - beta1 ** step
+    bias2_sqrt = math.sqrt(1 - beta2 ** step)
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+        g = g + weight_decay * p
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = (v.sqrt() / bias2_sqrt).add_(EPS)
+        p.sub_((lr / bias1) * m / denom)
+
+
+class _Group:
+    """Configs sharing hidden sizes, batch size and stopping schedule, trained as one stack."""
+
+    def __init__(self, configs: list[ProbeConfig], data: ProbeData, inputs: dict, device, seed: int):
+        self.configs = list(configs)
+        first = configs[0]
+        self.batch_size = int(first["batch_size"])
+        self.early_stopping = bool(first["early_stopping"])
+        self.frequency = int(first["early_stopping_eval_frequency"])
+        metric = first["early_stopping_metric"]
+        self.sign = -1.0 if metric.startswith("-") else 1.0
+        self.metric = metric.lstrip("-")
+        self.inputs = inputs
+        self.task = data.task
+        self.device = device
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.dims = (data.dim, *first.hidden, data.task.num_outputs)
+        self.num_train = len(data.splits["train"].uids)
+        m = len(configs)
+
+        def column(values, dtype=torch.float32):
+            return torch.tensor(values, dtype=dtype, device=device)
+
+        self.lr = column([float(c["learning_rate"]) for c in configs]).view(m, 1, 1)
+        self.weight_decay = column([float(c["l2_weight_decay"] or 0.0) for c in configs]).view(m, 1, 1)
+        self.dropout = column([float(c["dropout_p"]) for c in configs]).view(m, 1, 1)
+        self.variant = column([int(bool(c["data_standardization"])) for c in configs], torch.long)
+        self.patience = column([int(c["early_stopping_boredom"]) for c in configs], torch.long)
+        self.max_epochs = column([float(c["max_num_epochs"]) if c["max_num_epochs"] is not None else math.inf
+                                  for c in configs], torch.float64)
+        self.params = []
+        for i in range(len(self.dims) - 1):
+            stacks = [initial_weights(int(c["seed"]), self.dims) for c in configs]
+            self.params.append(torch.stack([s[2 * i].T for s in stacks]).to(device).contiguous())        # (M, in, out)
+            self.params.append(torch.stack([s[2 * i + 1][None] for s in stacks]).to(device).contiguous())  # (M, 1, out)
+        self.exp_avgs = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
+        self.best = [p.clone() for p in self.params]
+        self.best_score = torch.full((m,), -math.inf, dtype=torch.float64, device=device)
+        self.has_best = torch.zeros(m, dtype=torch.bool, device=device)
+        self.boredom = torch.zeros(m, dtype=torch.long, device=device)
+        self.best_eval = torch.full((m,), -1, dtype=torch.long, device=device)
+        self.evals = 0
+        self.step = 0
+
+    @property
+    def active(self) -> int:
+        return len(self.configs)
+
+    def advance(self) -> list[ProbeResult]:
+        """One iteration of jukemir's loop for every config in the group; returns those that stopped."""
+        done: list[ProbeResult] = []
+        past = self.step * self.batch_size / self.num_train > self.max_epochs
+        if past.any():
+            done += self._finish(past, restore=False, reason="max_num_epochs")
+        if self.early_stopping and self.active and self.step % self.frequency == 0:
+            bored = self.boredom >= self.patience
+            if bored.any():
+                done += self._finish(bored, restore=True, reason="early_stopping")
+            if self.active:
+                done += self._evaluate()
+        if self.active:
+            self._train_step()
+            self.step += 1
+        return done
+
+    def forward(self, x: torch.Tensor, params=None, train: bool = False) -> torch.Tensor:
+        """(M, B, D) inputs to (M, B, C) logits: input dropout, then Linear(-ReLU-dropout)s."""
+        params = self.params if params is None else params
+        if train:
+            x = _dropout(x, self.dropout, self.gen)
+        layers = len(params) // 2
+        for i in range(layers):
+            x = torch.baddbmm(params[2 * i + 1], x, params[2 * i])
+            if i < layers - 1:
+                x = torch.relu(x)
+                if train:
+                    x = _dropout(x, self.dropout, self.gen)
+        return x
+
+    def logits(self, split: str, params=None, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(M', N, C) eval-mode logits on a whole split, for all configs or the chosen `rows`."""
+        params = self.params if params is None else params
+        rows = torch.arange(self.active, device=self.device) if rows is None else rows
+        features = self.inputs[split]  # (2, N, D): raw and standardised
+        out = []
+        chunk = max(1, (1 << 23) // (features.shape[1] * features.shape[2]))
+        for start in range(0, len(rows), chunk):
+            sel = rows[start:start + chunk]
+            out.append(self.forward(features[self.variant[sel]], [p[sel] for p in params]))
+        return torch.cat(out)
+
+    def _train_step(self) -> None:
+        idx = sample_batches(self.active, self.num_train, self.batch_size, self.gen, self.device)  # (M, B)
+        x = self.inputs["train"][self.variant[:, None], idx]  # (M, B, D)
+        targets = self.inputs["train_targets"][idx]
+        params = [p.requires_grad_(True) for p in self.params]
+        logits = self.forward(x, params, train=True)
+        loss = _per_config_loss(self.task.output_type, logits, targets).sum()
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p in params:
+                p.requires_grad_(False)
+            adam_step(self.params, grads, self.exp_avgs, self.exp_avg_sqs, self.step + 1, self.lr, self.weight_decay)
+
+    @torch.no_grad()
+    def _evaluate(self) -> list[ProbeResult]:
+        metrics: SplitMetrics = self.inputs["valid_metrics"]
+        score = self.sign * metrics(self.logits("valid"), {self.metric})[self.metric]
+        nan = torch.isnan(score)
+        done = self._finish(nan, restore=False, reason="nan", error=f"NaN valid {self.metric}") if nan.any() else []
+        if done:
+            score = score[~nan]
+        improved = score > self.best_score
+        for best, p in zip(self.best, self.params):
+            best.copy_(torch.where(improved.view(-1, 1, 1), p, best))
+        self.best_score = torch.where(improved, score, self.best_score)
+        self.best_eval = torch.where(improved, self.evals, self.best_eval)
+        self.has_best |= improved
+        self.boredom = torch.where(improved, 0, self.boredom + 1)
+        self.evals += 1
+        return done
+
+    def _finish(self, mask: torch.Tensor, restore: bool, reason: str, error: str | None = None) -> list[ProbeResult]:
+        rows = torch.nonzero(mask).flatten().tolist()
+        results = []
+        for r in rows:
+            use_best = restore and bool(self.has_best[r])
+            source = self.best if use_best else self.params
+            state = {}
+            for name, i in zip(layer_names(len(self.dims) - 2), range(0, len(source), 2)):
+                state[f"{name}.weight"] = source[i][r].T.contiguous().cpu()
+                state[f"{name}.bias"] = source[i + 1][r, 0].contiguous().cpu()
+            results.append(ProbeResult(self.configs[r], state, self.inputs["scalers"][int(self.variant[r])],
+                                       steps=self.step, evals=self.evals + (reason == "nan"),
+                                       best_eval=int(self.best_eval[r]) if bool(self.has_best[r]) else None,
+                                       best_score=float(self.sign * self.best_score[r]) if bool(self.has_best[r])
+                                       else math.nan, stop_reason=reason, error=error))
+        keep = ~mask
+        self.configs = [c for c, k in zip(self.configs, keep.tolist()) if k]
+        for name in ("lr", "weight_decay", "dropout", "variant", "patience", "max_epochs", "best_score",
+                     "has_best", "boredom", "best_eval"):
+            setattr(self, name, getattr(self, name)[keep])
+        for name in ("params", "exp_avgs", "exp_avg_sqs", "best"):
+            setattr(self, name, [t[keep].contiguous() for t in getattr(self, name)])
+        return results
+
+
+def _dropout(x: torch.Tensor, p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    # Per-config p: zero with probability p, scale survivors by 1/(1-p), as F.dropout.
+    keep = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) >= p
+    return x * keep / (1 - p)
+
+
+def _per_config_loss(output_type: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(M,) task loss, each the mean over its own minibatch as jukemir's."""
+    m, b, c = logits.shape
+    if output_type == "multiclass":
+        return F.cross_entropy(logits.reshape(m * b, c), targets.reshape(m * b), reduction="none").view(m, b).mean(1)
+    if output_type == "multilabel":
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean((1, 2))
+    return F.mse_loss(logits, targets, reduction="none").mean((1, 2))
+
+
+def group_key(config: ProbeConfig) -> tuple:
+    """Configs with equal keys train in one stack."""
+    return (config.hidden, int(config["batch_size"]), bool(config["early_stopping"]),
+            int(config["early_stopping_eval_frequency"]), config["early_stopping_metric"])
+
+
+def prepare_inputs(data: ProbeData, configs: list[ProbeConfig], device) -> dict:
+    """Device tensors shared by all groups: features raw and standardised per split, targets."""
+    train = data.splits["train"]
+    scalers = [Scaler.fit(train.features, False), Scaler.fit(train.features, True)]
+    if not any(c["data_standardization"] for c in configs):
+        scalers[1] = scalers[0]  # never used; skip the second copy of every split
+    inputs = {"scalers": scalers}
+    for name, split in data.splits.items():
+        variants = [scalers[0].transform(split.features)]
+        variants.append(variants[0] if scalers[1] is scalers[0] else scalers[1].transform(split.features))
+        inputs[name] = torch.stack([torch.from_numpy(np.ascontiguousarray(v)) for v in variants]).to(device)
+    inputs["train_targets"] = torch.from_numpy(train.targets).to(device)
+    valid = data.splits["valid"]
+    inputs["valid_metrics"] = SplitMetrics(data.task, valid.uids, valid.targets, device)
+    return inputs
+
+
+def train_grid(data: ProbeData, configs: list[ProbeConfig], device: torch.device | str = "cpu",
+               seed: int | None = None) -> Iterator[ProbeResult]:
+    """Train all `configs` on `data` together; yield each config's result as soon as it stops.
+
+    `seed` (default: the configs' own seed) feeds the per-group minibatch/dropout generators.
+    """
+    device = torch.device(device)
+    inputs = prepare_inputs(data, configs, device)
+    valid = inputs["valid"]
+    names = set(inputs["valid_metrics"](torch.zeros(1, valid.shape[1], data.task.num_outputs, device=device)))
+    for config in configs:
+        if config["early_stopping_metric"].lstrip("-") not in names:
+            raise ValueError(f"config {config.uid()}: early_stopping_metric {config['early_stopping_metric']!r} "
+                             f"is not a metric of {data.dataset}; choose from {', '.join(sorted(names))}")
+    groups: dict[tuple, list[ProbeConfig]] = {}
+    for config in configs:
+        groups.setdefault(group_key(config), []).append(config)
+    running = []
+    for key, members in groups.items():
+        base = int(members[0]["seed"]) if seed is None else seed
+        digest = hashlib.sha1(repr((base, key)).encode()).digest()
+        running.append(_Group(members, data, inputs, device, int.from_bytes(digest[:8], "little") >> 1))
+    while running:
+        for group in running:
+            yield from group.advance()
+        running = [g for g in running if g.active]
+
+
+
+def probe_logits(result: ProbeResult, features: np.ndarray, device="cpu") -> np.ndarray:
+    """(N, C) eval-mode logits of a trained probe on raw features (scaled with its scaler)."""
+    x = torch.from_numpy(result.scaler.transform(features)).to(device)
+    names = layer_names(len(result.state) // 2 - 1)
+    with torch.no_grad():
+        for i, name in enumerate(names):
+            x = F.linear(x, result.state[f"{name}.weight"].to(device), result.state[f"{name}.bias"].to(device))
+            if i < len(names) - 1:
+                x = torch.relu(x)
+    return x.cpu().numpy()
