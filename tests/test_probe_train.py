@@ -1,0 +1,129 @@
+"""The vectorised grid trainer against torch.optim.Adam and against jukemir's loop run per config."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tunemir.probe.config import ProbeConfig, grid_configs
+from tunemir.probe.data import ProbeDirs, load_probe_data
+from tunemir.probe.metrics import evaluate
+from tunemir.probe.serial import train_serial
+from tunemir.probe.tasks import BUILTIN_TASKS
+from tunemir.probe.train import adam_step, initial_weights, probe_logits, sample_batches, train_grid
+from tunemir.testing import write_probe_dataset
+
+
+@pytest.fixture(scope="module")
+def gtzan(tmp_path_factory):
+    root = tmp_path_factory.mktemp("probe")
+    write_probe_dataset(root, "gtzan_ff", "rep", BUILTIN_TASKS["gtzan_ff"],
+                        {"train": 400, "valid": 150, "test": 300}, dim=24, seed=1)
+    dirs = ProbeDirs(root / "processed", root / "representations", root / "probes")
+    return load_probe_data("gtzan_ff", "rep", dirs)
+
+
+def test_stacked_adam_row_matches_torch_adam():
+    torch.manual_seed(0)
+    lrs, wds = [1e-3, 1e-2, 3e-4], [0.0, 1e-3, 1e-1]
+    stacked = torch.randn(3, 5, 4)
+    exp_avg, exp_avg_sq = torch.zeros_like(stacked), torch.zeros_like(stacked)
+    refs = [torch.nn.Parameter(stacked[m].clone()) for m in range(3)]
+    opts = [torch.optim.Adam([refs[m]], lr=lrs[m], weight_decay=wds[m]) for m in range(3)]
+    lr = torch.tensor(lrs).view(3, 1, 1)
+    wd = torch.tensor(wds).view(3, 1, 1)
+    for step in range(1, 21):
+        grad = torch.randn(3, 5, 4)
+        adam_step([stacked], [grad], [exp_avg], [exp_avg_sq], step, lr, wd)
+        for m in range(3):
+            refs[m].grad = grad[m].clone()
+            opts[m].step()
+    for m in range(3):
+        assert torch.allclose(stacked[m], refs[m].detach(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("population, size", [(18706, 256), (443, 256), (100, 64), (50, 64)])
+def test_minibatches_are_distinct_uniform_and_independent(population, size):
+    gen = torch.Generator().manual_seed(0)
+    idx = sample_batches(40, population, size, gen, "cpu")
+    size = min(size, population)
+    assert idx.shape == (40, size)
+    assert idx.min() >= 0 and idx.max() < population
+    assert all(len(set(row.tolist())) == size for row in idx)
+    assert not torch.equal(idx[0].sort().values, idx[1].sort().values) or size == population
+    # Every index equally likely: over many draws the counts are close to uniform.
+    counts = torch.bincount(torch.cat([sample_batches(40, population, size, gen, "cpu").flatten()
+                                       for _ in range(50)]), minlength=population).double()
+    expected = 2000 * size / population
+    assert ((counts - expected).abs() < 6 * math.sqrt(expected) + 1).all()
+
+
+def test_initial_weights_are_jukemirs():
+    torch.manual_seed(0)
+    first = torch.nn.Linear(24, 512)
+    second = torch.nn.Linear(512, 10)
+    got = initial_weights(0, (24, 512, 10))
+    for a, b in zip(got, (first.weight, first.bias, second.weight, second.bias)):
+        assert torch.equal(a, b)
+
+
+def _state_close(a, b, atol):
+    return all(torch.allclose(a[k], b[k], atol=atol, rtol=0) for k in a)
+
+
+def test_without_randomness_the_grid_reproduces_the_serial_loop_exactly(gtzan):
+    """Full-batch steps and no dropout remove every random stream: the vectorised trainer must
+    then take the same steps, stop at the same evaluation and end with the same weights."""
+    configs = [ProbeConfig(dataset="gtzan_ff", representation="rep", batch_size=1000, dropout_p=0.0,
+                           learning_rate=lr, l2_weight_decay=wd, hidden_layer_sizes=hidden, data_standardization=std,
+                           early_stopping_boredom=12)
+               for lr, wd, hidden, std in [(1e-2, None, [], True), (3e-3, 1e-3, [], False), (1e-2, 1e-4, [16], True)]]
+    grid = {r.config.uid(): r for r in train_grid(gtzan, configs)}
+    for config in configs:
+        ref = train_serial(gtzan, config)
+        got = grid[config.uid()]
+        assert (got.steps, got.evals, got.best_eval) == (ref.steps, ref.evals, ref.best_eval)
+        assert got.best_score == pytest.approx(ref.best_score, abs=1e-9)
+        assert _state_close(got.state, ref.state, 1e-4)
+
+
+def test_early_stopping_and_epoch_cap_follow_jukemirs_loop(gtzan):
+    configs = [ProbeConfig(dataset="gtzan_ff", representation="rep", early_stopping_boredom=5,
+                           early_stopping_eval_frequency=4, learning_rate=1e-2),
+               ProbeConfig(dataset="gtzan_ff", representation="rep", early_stopping=False, max_num_epochs=2)]
+    results = {r.config.uid(): r for r in train_grid(gtzan, configs)}
+    stopped = results[configs[0].uid()]
+    # Stops at the check after `boredom` evaluations without strict improvement.
+    assert stopped.stop_reason == "early_stopping"
+    assert stopped.evals == stopped.best_eval + 1 + 5
+    assert stopped.steps == 4 * stopped.evals
+    logits = probe_logits(stopped, gtzan.splits["valid"].features)
+    valid = gtzan.splits["valid"]
+    assert evaluate(gtzan.task, valid.uids, valid.targets, logits)["accuracy"] == pytest.approx(stopped.best_score)
+    capped = results[configs[1].uid()]
+    # First step with step * B / N > 2 epochs: 400 clips, B = 64 -> step 13.
+    assert (capped.stop_reason, capped.steps, capped.evals) == ("max_num_epochs", 13, 0)
+
+
+def test_grid_and_serial_loop_select_the_same_quality(gtzan):
+    """With random streams, the vectorised grid and jukemir's loop pick probes of equal test quality."""
+    configs = grid_configs("gtzan_ff", "rep", {"hidden_layer_sizes": [[], [32]], "learning_rate": [1e-3, 1e-2],
+                                               "dropout_p": [0.25, 0.5], "early_stopping_boredom": [32]})
+    test = gtzan.splits["test"]
+
+    def selected_test_accuracy(results):
+        best = max(results, key=lambda r: r.best_score)
+        return evaluate(gtzan.task, test.uids, test.targets, probe_logits(best, test.features))["accuracy"]
+
+    grid = list(train_grid(gtzan, configs))
+    serial = [train_serial(gtzan, c) for c in configs]
+    assert len(grid) == len(configs)
+    chance = 0.1
+    grid_acc, serial_acc = selected_test_accuracy(grid), selected_test_accuracy(serial)
+    assert serial_acc > chance + 0.4  # the task has real signal
+    assert abs(grid_acc - serial_acc) < 0.05
+    # And config by config the best valid accuracies agree closely on average.
+    by_uid = {r.config.uid(): r.best_score for r in grid}
+    gaps = [abs(by_uid[r.config.uid()] - r.best_score) for r in serial]
+    assert np.mean(gaps) < 0.03
