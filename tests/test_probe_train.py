@@ -19,7 +19,7 @@ from tunemir.testing import write_probe_dataset
 def gtzan(tmp_path_factory):
     root = tmp_path_factory.mktemp("probe")
     write_probe_dataset(root, "gtzan_ff", "rep", BUILTIN_TASKS["gtzan_ff"],
-                        {"train": 400, "valid": 150, "test": 300}, dim=24, seed=1)
+                        {"train": 400, "valid": 200, "test": 1000}, dim=24, seed=1)
     dirs = ProbeDirs(root / "processed", root / "representations", root / "probes")
     return load_probe_data("gtzan_ff", "rep", dirs)
 
@@ -31,11 +31,10 @@ def test_stacked_adam_row_matches_torch_adam():
     exp_avg, exp_avg_sq = torch.zeros_like(stacked), torch.zeros_like(stacked)
     refs = [torch.nn.Parameter(stacked[m].clone()) for m in range(3)]
     opts = [torch.optim.Adam([refs[m]], lr=lrs[m], weight_decay=wds[m]) for m in range(3)]
-    lr = torch.tensor(lrs).view(3, 1, 1)
-    wd = torch.tensor(wds).view(3, 1, 1)
+    buckets = {(lr, wd): [m] for m, (lr, wd) in enumerate(zip(lrs, wds))}
     for step in range(1, 21):
         grad = torch.randn(3, 5, 4)
-        adam_step([stacked], [grad], [exp_avg], [exp_avg_sq], step, lr, wd)
+        adam_step([stacked], [grad.clone()], [exp_avg], [exp_avg_sq], step, buckets)
         for m in range(3):
             refs[m].grad = grad[m].clone()
             opts[m].step()
@@ -112,18 +111,18 @@ def test_grid_and_serial_loop_select_the_same_quality(gtzan):
                                                "dropout_p": [0.25, 0.5], "early_stopping_boredom": [32]})
     test = gtzan.splits["test"]
 
-    def selected_test_accuracy(results):
-        best = max(results, key=lambda r: r.best_score)
-        return evaluate(gtzan.task, test.uids, test.targets, probe_logits(best, test.features))["accuracy"]
+    def test_accuracies(results):
+        return {r.config.uid(): evaluate(gtzan.task, test.uids, test.targets,
+                                         probe_logits(r, test.features))["accuracy"] for r in results}
+
+    def selected(results, accuracies):
+        return accuracies[max(results, key=lambda r: r.best_score).config.uid()]
 
     grid = list(train_grid(gtzan, configs))
     serial = [train_serial(gtzan, c) for c in configs]
     assert len(grid) == len(configs)
-    chance = 0.1
-    grid_acc, serial_acc = selected_test_accuracy(grid), selected_test_accuracy(serial)
-    assert serial_acc > chance + 0.4  # the task has real signal
-    assert abs(grid_acc - serial_acc) < 0.05
-    # And config by config the best valid accuracies agree closely on average.
-    by_uid = {r.config.uid(): r.best_score for r in grid}
-    gaps = [abs(by_uid[r.config.uid()] - r.best_score) for r in serial]
-    assert np.mean(gaps) < 0.03
+    grid_acc, serial_acc = test_accuracies(grid), test_accuracies(serial)
+    assert selected(serial, serial_acc) > 0.1 + 0.4  # the task has real signal (chance is 0.1)
+    # Measured over 5 seeds of the grid's generator: selected gap <= 0.022, mean gap <= 0.011.
+    assert abs(selected(grid, grid_acc) - selected(serial, serial_acc)) < 0.04
+    assert abs(np.mean(list(grid_acc.values())) - np.mean(list(serial_acc.values()))) < 0.02

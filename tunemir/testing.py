@@ -149,3 +149,15 @@ def write_probe_dataset(root: Path, dataset: str, representation: str, task, siz
         spec = {"output_type": task.output_type, "labels": list(task.labels) if task.labels else None,
                 "num_outputs": task.num_outputs, "key_score": task.key_score}
         (dataset_dir / "task.json").write_text(json.dumps(spec, indent=2))
+
+
+def synthetic_probe_data(task, sizes: dict[str, int], dim: int, seed: int = 0, noise: float = 1.0,
+                         representation: str = "synthetic"):
+    """`synthetic_probe_arrays` as an in-memory `ProbeData` (no files), for benchmarks."""
+    from tunemir.probe.data import ProbeData, Split
+
+    splits = {}
+    for split, (uids, x, labels) in synthetic_probe_arrays(task, sizes, dim, seed, noise).items():
+        targets = np.stack([task.encode(uid, y) for uid, y in zip(uids, labels)])
+        splits[split] = Split(uids, x, targets)
+    return ProbeData(task.name, representation, task, splits)

@@ -104,23 +104,59 @@ def _columns(scores: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor,
     return scores.permute(0, 2, 1).reshape(m * c, n).contiguous(), targets.T.to(torch.float64).repeat(m, 1)
 
 
+
 def macro_auc(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Macro ROC-AUC over tags per probe, as sklearn's `roc_auc_score(average="macro")`.
 
-    Mann-Whitney form with tied scores sharing their average rank, which equals the
-    trapezoidal area sklearn computes. A tag with one class only gives NaN, as sklearn does.
+    Mann-Whitney count: for each positive, the negatives scored below it, a tied negative
+    counting one half (which equals sklearn's trapezoidal area). Each (probe, tag) row is
+    sorted once with its label packed into the sort key, negatives first among equal scores,
+    so the count is a dot product plus a correction for rows with ties. A tag with one class
+    only gives NaN, as sklearn does.
     """
-    m, _, c = scores.shape
-    rows, pos = _columns(scores, targets)
-    ordered = rows.sort(1).values
-    below = torch.searchsorted(ordered, rows, side="left")
-    upto = torch.searchsorted(ordered, rows, side="right")
-    ranks = (below + upto + 1).to(torch.float64) / 2  # 1-based average rank
-    num_pos = pos.sum(1)
-    num_neg = pos.shape[1] - num_pos
-    auc = ((ranks * pos).sum(1) - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg)
+    m, n, c = scores.shape
+    rows = scores.permute(0, 2, 1).reshape(m * c, n)
+    labels = targets.T.to(torch.int32).repeat(m, 1)
+    keys = _sort_rows(_probability_bits(rows) * 2 + labels)  # int32: scores in [0, 1] need 30 bits
+    exact = torch.float32 if n * n < 2 ** 24 else torch.float64  # sums of positions stay exact
+    label = (keys & 1).to(exact)
+    num_pos = label.sum(1, dtype=torch.float64)
+    num_neg = n - num_pos
+    index = torch.arange(n, dtype=exact, device=rows.device)
+    # Negatives at or below each positive, summed: sum of positives' positions minus P(P-1)/2.
+    below = (label @ index).to(torch.float64) - num_pos * (num_pos - 1) / 2
+    value = keys >> 1
+    tied_rows = torch.nonzero((value[:, 1:] == value[:, :-1]).any(1)).flatten()
+    if len(tied_rows):
+        below[tied_rows] -= _tied_pairs(value[tied_rows], label[tied_rows].to(torch.float64)) / 2
+    auc = below / (num_pos * num_neg)
     auc = torch.where((num_pos > 0) & (num_neg > 0), auc, torch.nan)
     return auc.view(m, c).mean(1)
+
+
+def _tied_pairs(value: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Per sorted row, the number of (positive, negative) pairs with equal scores."""
+    starts = torch.ones_like(value, dtype=torch.bool)
+    starts[:, 1:] = value[:, 1:] != value[:, :-1]
+    group = starts.cumsum(1) - 1
+    positives = torch.zeros_like(label).scatter_add_(1, group, label)
+    sizes = torch.zeros_like(label).scatter_add_(1, group, torch.ones_like(label))
+    return (positives * (sizes - positives)).sum(1)
+
+
+def _probability_bits(values: torch.Tensor) -> torch.Tensor:
+    """Probabilities as int32 keys with the same order (equal keys for equal values)."""
+    low, high = torch.aminmax(values)
+    if not (0 <= float(low) and float(high) <= 1):
+        raise ValueError("macro_auc expects probabilities in [0, 1]")
+    return (values.to(torch.float32).contiguous() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into 0.0
+
+
+def _sort_rows(keys: torch.Tensor) -> torch.Tensor:
+    # numpy's vectorised sort is ~10x faster than torch.sort on a CPU; torch sorts on GPUs.
+    if keys.device.type == "cpu":
+        return torch.from_numpy(np.sort(keys.numpy(), axis=1))
+    return keys.sort(1).values
 
 
 def macro_ap(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
