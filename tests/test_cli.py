@@ -71,3 +71,8 @@ def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch):
     assert "untrained" in result.output
     assert len(list((tmp_path / "demo" / "vectors" / "tune_plus-untrained").rglob("*.npy"))) == 6
     assert len(list((tmp_path / "demo" / "vectors" / "chroma").rglob("*.npy"))) == 6
+    # The probe half: smoke grids trained, best configs picked, report written.
+    table = (tmp_path / "demo" / "probe-report" / "results.md").read_text()
+    assert "| synthetic |" in table and "GTZAN acc" in table
+    runs = tmp_path / "demo" / "probe-cache" / "probes" / "gtzan_ff" / "synthetic"
+    assert len([p for p in runs.iterdir() if p.is_dir()]) == 8

@@ -126,3 +126,16 @@ def test_grid_and_serial_loop_select_the_same_quality(gtzan):
     # Measured over 5 seeds of the grid's generator: selected gap <= 0.022, mean gap <= 0.011.
     assert abs(selected(grid, grid_acc) - selected(serial, serial_acc)) < 0.04
     assert abs(np.mean(list(grid_acc.values())) - np.mean(list(serial_acc.values()))) < 0.02
+
+
+@pytest.mark.gpu
+def test_grid_on_cuda_matches_the_cpu_grid_in_quality(gtzan):
+    configs = grid_configs("gtzan_ff", "rep", "smoke")
+    test = gtzan.splits["test"]
+
+    def accuracies(device):
+        return [evaluate(gtzan.task, test.uids, test.targets, probe_logits(r, test.features))["accuracy"]
+                for r in sorted(train_grid(gtzan, configs, device), key=lambda r: r.config.uid())]
+
+    cpu, cuda = accuracies("cpu"), accuracies("cuda")
+    assert abs(np.mean(cpu) - np.mean(cuda)) < 0.03

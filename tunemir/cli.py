@@ -10,7 +10,7 @@ import click
 
 from tunemir import __version__
 from tunemir.checkpoints import CheckpointError
-from tunemir.demo import run_demo
+from tunemir.demo import run_demo, run_probe_demo
 from tunemir.extract import ExtractUsageError
 from tunemir.extract import extract as run_extract
 from tunemir.models import available_models, build_model, get_info
@@ -91,12 +91,16 @@ def models() -> None:
 @click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path), default="demo-output")
 @click.option("--workers", type=click.IntRange(min=0), help="Decoding processes.")
 def demo(output_dir: Path, workers: int | None) -> None:
-    """Run extraction end to end on a small synthetic dataset written to OUTPUT_DIR."""
+    """Run extraction and probing end to end on small synthetic data written to OUTPUT_DIR."""
     rows = run_demo(output_dir, workers=workers)
     click.echo(f"\n{'model':10s} {'weights':26s} {'files':>5s} {'dim':>5s} {'audio-s/s':>10s}  vectors")
     for row in rows:
         click.echo(f"{row['model']:10s} {row['weights']:26s} {row['files']:5d} {row['dim']:5d} "
                    f"{row['audio_s_per_s']:10.1f}  {row['folder']}")
+    click.echo("\nprobes: jukemir's protocol, smoke grid, on synthetic features (not real data)")
+    paths = run_probe_demo(output_dir)
+    click.echo(paths["markdown"].read_text())
+    click.echo("report: " + ", ".join(str(p) for p in paths.values()))
     if any(row["failed"] for row in rows):
         sys.exit(1)
 

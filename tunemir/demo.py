@@ -57,3 +57,25 @@ def run_demo(output_dir: Path, workers: int | None = None) -> list[dict]:
             "audio_s_per_s": summary.audio_seconds / max(summary.elapsed_s, 1e-9), "folder": str(out),
         })
     return rows
+
+
+def run_probe_demo(output_dir: Path) -> dict:
+    """The probe job end to end on synthetic features: smoke grid on a GTZAN-shaped dataset and
+    an Emomusic-shaped one, best-on-valid selection, report. Returns the report's paths."""
+    from tunemir.probe import BUILTIN_TASKS, ProbeDirs, select_best, train_pending, write_grid
+    from tunemir.probe.report import build_report
+    from tunemir.testing import write_probe_dataset
+
+    root = output_dir / "probe-cache"
+    dirs = ProbeDirs(root / "processed", root / "representations", root / "probes")
+    sizes = {"train": 300, "valid": 100, "test": 100}
+    for dataset in ("gtzan_ff", "emomusic"):
+        if not (dirs.dataset(dataset) / "meta.json").exists():
+            write_probe_dataset(root, dataset, "synthetic", BUILTIN_TASKS[dataset], sizes, dim=32, seed=1)
+        write_grid(dataset, "synthetic", dirs, "smoke")
+        summary = train_pending(dataset, "synthetic", dirs, device="auto", progress=False)
+        best = select_best(dataset, "synthetic", dirs, split="test")
+        log.info("%s: %d configs trained (%d already), best on valid %s, test %s %.3f", dataset,
+                 len(summary.trained), summary.skipped, best["uid"][:10], BUILTIN_TASKS[dataset].primary,
+                 best["metrics"]["primary"])
+    return build_report(dirs, output_dir / "probe-report")

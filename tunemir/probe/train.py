@@ -35,6 +35,7 @@ from tunemir.probe.data import ProbeData
 log = logging.getLogger(__name__)
 BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, as jukemir uses
 EPS = 1e-8
+CHUNK_BYTES = 32 << 20  # configs per CPU training chunk: ~8 of the 512-unit MLPs on 512-d features
 
 
 @dataclasses.dataclass
@@ -97,11 +98,12 @@ def initial_weights(seed: int, dims: tuple[int, ...]) -> tuple[torch.Tensor, ...
 def sample_batches(rows: int, population: int, size: int, gen: torch.Generator, device) -> torch.Tensor:
     """(rows, size) indices, each row drawn uniformly without replacement, rows independent.
 
-    Like `random.sample(range(population), size)` per row. Small populations use random keys;
-    large ones draw with replacement and redraw collisions, which costs O(rows * size).
+    Like `random.sample(range(population), size)` per row. On a GPU, and for small populations,
+    the rows are the `size` largest of uniform random keys; a large population on a CPU draws
+    with replacement and redraws collisions, which costs O(rows * size) instead of O(rows * population).
     """
     size = min(size, population)
-    if population <= 8 * size:
+    if population <= 8 * size or torch.device(device).type != "cpu":
         keys = torch.rand(rows, population, generator=gen, device=device)
         return keys.topk(size, dim=1, sorted=False).indices
     idx = torch.randint(population, (rows, size), generator=gen, device=device)
@@ -158,6 +160,9 @@ class _Group:
         self.adam = [(float(c["learning_rate"]), float(c["l2_weight_decay"] or 0.0)) for c in configs]
         self.dropout = column([float(c["dropout_p"]) for c in configs]).view(m, 1, 1)
         self.variant = column([int(bool(c["data_standardization"])) for c in configs], torch.long)
+        self._dropout_views()
+        per_config = 16 * sum(a * b for a, b in zip(self.dims[:-1], self.dims[1:]))  # weights, grads, 2 moments
+        self.chunk = max(1, CHUNK_BYTES // per_config) if torch.device(device).type == "cpu" else 1 << 30
         self.patience = column([int(c["early_stopping_boredom"]) for c in configs], torch.long)
         self.max_epochs = column([float(c["max_num_epochs"]) if c["max_num_epochs"] is not None else math.inf
                                   for c in configs], torch.float64)
@@ -197,19 +202,39 @@ class _Group:
             self.step += 1
         return done
 
-    def forward(self, x: torch.Tensor, params=None, train: bool = False) -> torch.Tensor:
-        """(M, B, D) inputs to (M, B, C) logits: input dropout, then Linear(-ReLU-dropout)s."""
+    def forward(self, x: torch.Tensor, params=None, train: bool = False, rows: slice = slice(None)) -> torch.Tensor:
+        """(M, B, D) inputs to (M, B, C) logits: input dropout, then Linear(-ReLU-dropout)s.
+
+        In training, dropout zeroes inputs of each Linear and the 1/(1-p) rescaling is applied
+        to the Linear's output before the bias: the same function, and cheaper, as outputs
+        are never wider than inputs here. `rows` says which configs `x` and `params` hold.
+        """
         params = self.params if params is None else params
-        if train:
-            x = _dropout(x, self.dropout, self.gen)
         layers = len(params) // 2
         for i in range(layers):
-            x = torch.baddbmm(params[2 * i + 1], x, params[2 * i])
+            weight, bias = params[2 * i], params[2 * i + 1]
+            if train:
+                drop = self._drop(x.shape, rows)
+                x = x.masked_fill_(drop, 0) if i == 0 else x.masked_fill(drop, 0)
+                x = torch.bmm(x, weight).mul_(self.rescale[rows]).add_(bias)
+            else:
+                x = torch.baddbmm(bias, x, weight)
             if i < layers - 1:
                 x = torch.relu(x)
-                if train:
-                    x = _dropout(x, self.dropout, self.gen)
         return x
+
+    def _drop(self, shape, rows: slice) -> torch.Tensor:
+        """Where to drop: each element with its config's probability p (rows of `self.dropout`).
+
+        When every p is a multiple of 1/256 (the paper grid's 0.25, 0.5, 0.75 are), the draw is
+        one random byte per element compared with 256p: exact, and much cheaper than a float.
+        """
+        if self.byte_thresholds is not None:
+            numel = math.prod(shape)
+            words = torch.empty((numel + 3) // 4, dtype=torch.int32, device=self.device)
+            noise = words.random_(-2 ** 31, 2 ** 31 - 1, generator=self.gen).view(torch.uint8)[:numel].view(shape)
+            return noise < self.byte_thresholds[rows]
+        return torch.rand(shape, generator=self.gen, device=self.device) < self.dropout[rows]
 
     def logits(self, split: str, params=None, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(M', N, C) eval-mode logits on a whole split, for all configs or the chosen `rows`.
@@ -240,21 +265,24 @@ class _Group:
         return torch.cat(out)
 
     def _train_step(self) -> None:
+        """One Adam step for every config, in chunks of configs whose weights, gradients and
+        Adam moments fit in cache together (3.5x faster than the whole stack for 512-unit
+        MLPs on a 2-core CPU); on a GPU the chunk is the whole group."""
         idx = sample_batches(self.active, self.num_train, self.batch_size, self.gen, self.device)  # (M, B)
-        x = self.inputs["train"][self.variant[:, None], idx]  # (M, B, D)
-        targets = self.inputs["train_targets"][idx]
-        params = [p.requires_grad_(True) for p in self.params]
-        logits = self.forward(x, params, train=True)
-        loss = _per_config_loss(self.task.output_type, logits, targets).sum()
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            for p in params:
-                p.requires_grad_(False)
+        for start in range(0, self.active, self.chunk):
+            rows = slice(start, start + self.chunk)
+            x = self.inputs["train"][self.variant[rows, None], idx[rows]]  # (m, B, D), a fresh copy
+            targets = self.inputs["train_targets"][idx[rows]]
+            params = [p[rows].detach().requires_grad_(True) for p in self.params]
+            logits = self.forward(x, params, train=True, rows=rows)
+            loss = _per_config_loss(self.task.output_type, logits, targets).sum()
+            grads = [g.contiguous() for g in torch.autograd.grad(loss, params)]
             buckets: dict[tuple[float, float], list[int]] = {}
-            for row, key in enumerate(self.adam):
+            for row, key in enumerate(self.adam[rows]):
                 buckets.setdefault(key, []).append(row)
-            grads = [g.contiguous() for g in grads]
-            adam_step(self.params, grads, self.exp_avgs, self.exp_avg_sqs, self.step + 1, buckets)
+            with torch.no_grad():
+                adam_step([p[rows] for p in self.params], grads, [m[rows] for m in self.exp_avgs],
+                          [v[rows] for v in self.exp_avg_sqs], self.step + 1, buckets)
 
     @torch.no_grad()
     def _evaluate(self) -> list[ProbeResult]:
@@ -298,24 +326,14 @@ class _Group:
             setattr(self, name, getattr(self, name)[keep])
         for name in ("params", "exp_avgs", "exp_avg_sqs", "best"):
             setattr(self, name, [t[keep].contiguous() for t in getattr(self, name)])
+        self._dropout_views()
         return results
 
-
-def _dropout(x: torch.Tensor, p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Per-config dropout: zero each element with probability p (shape (M, 1, 1)), scale the
-    survivors by 1/(1-p), as F.dropout.
-
-    When every p is a multiple of 1/256 (the paper grid's 0.25, 0.5, 0.75 are), the draw is
-    one random byte per element, compared with 256p: exact, and half the cost of a float.
-    """
-    thresholds = p * 256
-    if bool((thresholds == thresholds.round()).all()):
-        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int32, device=x.device)
-        noise = words.random_(-2 ** 31, 2 ** 31 - 1, generator=gen).view(torch.uint8)[: x.numel()].view(x.shape)
-        keep = noise >= thresholds.to(torch.uint8)
-    else:
-        keep = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) >= p
-    return x * keep * (1 / (1 - p))
+    def _dropout_views(self) -> None:
+        self.rescale = 1 / (1 - self.dropout)
+        thresholds = self.dropout * 256
+        exact = bool((thresholds == thresholds.round()).all())
+        self.byte_thresholds = thresholds.to(torch.uint8) if exact else None
 
 
 def _per_config_loss(output_type: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
