@@ -107,8 +107,18 @@ def train_pending(dataset: str, representation: str, dirs: ProbeDirs, device: st
     log.info("%s/%s: training %d of %d configs on %s (%d already done)", dataset, representation,
              len(pending), len(configs), device, summary.skipped)
     bar = _progress(len(pending), progress)
-    best, done = -math.inf, 0
-    for result in train_grid(data, pending, device):
+    best, done, last_log = -math.inf, 0, time.monotonic()
+
+    def on_progress(step: int, running: int, running_best: float) -> None:
+        nonlocal last_log
+        shown = max(best, running_best) if not math.isnan(running_best) else best
+        bar.set_postfix(step=step, running=running, best_valid=f"{shown:.4f}")
+        if bar.disable and time.monotonic() - last_log > 30:
+            last_log = time.monotonic()
+            log.info("step %d: %d configs running, %d done; best valid %s so far %.4f", step, running, done,
+                     data.task.primary, shown)
+
+    for result in train_grid(data, pending, device, on_progress=on_progress):
         done += 1
         uid = result.config.uid()
         if result.error:

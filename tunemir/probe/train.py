@@ -166,9 +166,10 @@ class _Group:
         self.patience = column([int(c["early_stopping_boredom"]) for c in configs], torch.long)
         self.max_epochs = column([float(c["max_num_epochs"]) if c["max_num_epochs"] is not None else math.inf
                                   for c in configs], torch.float64)
+        self.epoch_capped = any(c["max_num_epochs"] is not None for c in configs)
         self.params = []
+        stacks = [initial_weights(int(c["seed"]), self.dims) for c in configs]
         for i in range(len(self.dims) - 1):
-            stacks = [initial_weights(int(c["seed"]), self.dims) for c in configs]
             self.params.append(torch.stack([s[2 * i].T for s in stacks]).to(device).contiguous())        # (M, in, out)
             self.params.append(torch.stack([s[2 * i + 1][None] for s in stacks]).to(device).contiguous())  # (M, 1, out)
         self.exp_avgs = [torch.zeros_like(p) for p in self.params]
@@ -188,9 +189,10 @@ class _Group:
     def advance(self) -> list[ProbeResult]:
         """One iteration of jukemir's loop for every config in the group; returns those that stopped."""
         done: list[ProbeResult] = []
-        past = self.step * self.batch_size / self.num_train > self.max_epochs
-        if past.any():
-            done += self._finish(past, restore=False, reason="max_num_epochs")
+        if self.epoch_capped:
+            past = self.step * self.batch_size / self.num_train > self.max_epochs
+            if past.any():
+                done += self._finish(past, restore=False, reason="max_num_epochs")
         if self.early_stopping and self.active and self.step % self.frequency == 0:
             bored = self.boredom >= self.patience
             if bored.any():
@@ -205,7 +207,7 @@ class _Group:
     def forward(self, x: torch.Tensor, params=None, train: bool = False, rows: slice = slice(None)) -> torch.Tensor:
         """(M, B, D) inputs to (M, B, C) logits: input dropout, then Linear(-ReLU-dropout)s.
 
-        In training, dropout zeroes inputs of each Linear and the 1/(1-p) rescaling is applied
+        In training, dropout zeroes inputs of each Linear, and the 1/(1-p) rescaling is applied
         to the Linear's output before the bias: the same function, and cheaper, as outputs
         are never wider than inputs here. `rows` says which configs `x` and `params` hold.
         """
@@ -214,8 +216,7 @@ class _Group:
         for i in range(layers):
             weight, bias = params[2 * i], params[2 * i + 1]
             if train:
-                drop = self._drop(x.shape, rows)
-                x = x.masked_fill_(drop, 0) if i == 0 else x.masked_fill(drop, 0)
+                x = x * self._keep(x.shape, rows)  # a bool product: 4x faster than masked_fill on CPU
                 x = torch.bmm(x, weight).mul_(self.rescale[rows]).add_(bias)
             else:
                 x = torch.baddbmm(bias, x, weight)
@@ -223,8 +224,8 @@ class _Group:
                 x = torch.relu(x)
         return x
 
-    def _drop(self, shape, rows: slice) -> torch.Tensor:
-        """Where to drop: each element with its config's probability p (rows of `self.dropout`).
+    def _keep(self, shape, rows: slice) -> torch.Tensor:
+        """What dropout keeps: each element with probability 1 - p of its config (rows of `self.dropout`).
 
         When every p is a multiple of 1/256 (the paper grid's 0.25, 0.5, 0.75 are), the draw is
         one random byte per element compared with 256p: exact, and much cheaper than a float.
@@ -233,8 +234,8 @@ class _Group:
             numel = math.prod(shape)
             words = torch.empty((numel + 3) // 4, dtype=torch.int32, device=self.device)
             noise = words.random_(-2 ** 31, 2 ** 31 - 1, generator=self.gen).view(torch.uint8)[:numel].view(shape)
-            return noise < self.byte_thresholds[rows]
-        return torch.rand(shape, generator=self.gen, device=self.device) < self.dropout[rows]
+            return noise >= self.byte_thresholds[rows]
+        return torch.rand(shape, generator=self.gen, device=self.device) >= self.dropout[rows]
 
     def logits(self, split: str, params=None, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(M', N, C) eval-mode logits on a whole split, for all configs or the chosen `rows`.
@@ -370,10 +371,12 @@ def prepare_inputs(data: ProbeData, configs: list[ProbeConfig], device) -> dict:
 
 
 def train_grid(data: ProbeData, configs: list[ProbeConfig], device: torch.device | str = "cpu",
-               seed: int | None = None) -> Iterator[ProbeResult]:
+               seed: int | None = None, on_progress=None) -> Iterator[ProbeResult]:
     """Train all `configs` on `data` together; yield each config's result as soon as it stops.
 
     `seed` (default: the configs' own seed) feeds the per-group minibatch/dropout generators.
+    `on_progress(step, running, best)` is called every 64 steps with the number of configs
+    still training and the best valid score any of them has reached.
     """
     device = torch.device(device)
     inputs = prepare_inputs(data, configs, device)
@@ -391,10 +394,15 @@ def train_grid(data: ProbeData, configs: list[ProbeConfig], device: torch.device
         base = int(members[0]["seed"]) if seed is None else seed
         digest = hashlib.sha1(repr((base, key)).encode()).digest()
         running.append(_Group(members, data, inputs, device, int.from_bytes(digest[:8], "little") >> 1))
+    step = 0
     while running:
         for group in running:
             yield from group.advance()
         running = [g for g in running if g.active]
+        step += 1
+        if on_progress is not None and step % 64 == 0 and running:
+            scores = [float(g.sign * g.best_score[g.has_best].max()) for g in running if bool(g.has_best.any())]
+            on_progress(step, sum(g.active for g in running), max(scores, default=math.nan))
 
 
 
