@@ -13,7 +13,8 @@ Under jukemir's protocol no config stops before 2048 steps (256 evaluations of p
 with --steps <= 2048 every config runs exactly --steps steps in both, and
     speedup = 54 * (sum of the four cells' serial times) / grid time
 compares equal work. Over a whole run both costs grow with the total number of steps, so
-the ratio carries over. --full trains the grid to completion instead (a GPU job for MTT).
+the ratio carries over. --full trains the grid to completion instead (a GPU job for MTT) and
+prices the serial loop at each config's actual step count times its cell's measured cost.
 
     python benchmarks/probe.py --dataset gtzan --steps 512
     python benchmarks/probe.py --dataset mtt --full --device cuda
@@ -72,7 +73,11 @@ def run_grid(data, configs, device, steps: int | None) -> dict:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     total_steps = sum(r.steps for r in results)
-    return {"configs": len(results), "seconds": seconds, "total_steps": total_steps,
+    per_cell: dict[str, int] = {}
+    for r in results:
+        key = f"{list(r.config.hidden)}-{r.config['batch_size']}"
+        per_cell[key] = per_cell.get(key, 0) + r.steps
+    return {"configs": len(results), "seconds": seconds, "total_steps": total_steps, "steps_per_cell": per_cell,
             "max_steps": max(r.steps for r in results),
             "stop_reasons": sorted({r.stop_reason for r in results}),
             "best_valid": max(r.best_score for r in results)}
@@ -100,9 +105,17 @@ def main() -> None:
               "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     if args.full:
+        print(f"serial: jukemir's loop, {args.steps} steps per cell, CPU (for the cost per step)", flush=True)
+        report["serial"] = run_serial(data, configs, args.steps)
         print(f"grid: {len(configs)} configs to completion on {device}", flush=True)
         report["grid"] = run_grid(data, configs, device, None)
-        print(f"  grid: {report['grid']['seconds']:.1f} s, {report['grid']['total_steps']} config-steps", flush=True)
+        # The serial loop's cost for the same run: every config's steps at its cell's measured cost.
+        cost = {f"{row['hidden']}-{row['batch_size']}": row["seconds"] / row["steps"] for row in report["serial"]}
+        serial_total = sum(steps * cost[cell] for cell, steps in report["grid"]["steps_per_cell"].items())
+        report["serial_216_estimate_s"] = serial_total
+        report["speedup"] = serial_total / report["grid"]["seconds"]
+        print(f"  grid: {report['grid']['seconds']:.1f} s, {report['grid']['total_steps']} config-steps; "
+              f"serial for the same steps: {serial_total:.0f} s; speedup {report['speedup']:.1f}x", flush=True)
     else:
         if args.steps > 2048:
             parser.error("--steps above 2048 would let configs stop at different times; use --full")

@@ -212,3 +212,19 @@ def test_report_puts_paper_numbers_beside_ours(tmp_path):
     paths = build_report(dirs, tmp_path / "out")
     row = [line for line in paths["markdown"].read_text().splitlines() if line.startswith("| tune |")][0]
     assert "(67.6)" in row and "(90.3)" in row  # GTZAN and MTT paper values for TUNe
+
+
+def test_leftover_temporary_folders_are_ignored_and_cleaned(tmp_path):
+    import shutil
+
+    dirs = _dataset(tmp_path)
+    configs = write_grid("gtzan_ff", "rep", dirs, "smoke")
+    train_pending("gtzan_ff", "rep", dirs, device="cpu", progress=False)
+    folder = dirs.runs("gtzan_ff", "rep")
+    # A run killed between writing a result folder and renaming it leaves a complete copy.
+    leftover = folder / f".{configs[0].uid()}.tunemir-tmp-abc"
+    shutil.copytree(folder / configs[0].uid(), leftover)
+    assert select_best("gtzan_ff", "rep", dirs, expected_num_runs=8)["num_runs"] == 8
+    shutil.rmtree(folder / configs[1].uid())
+    summary = train_pending("gtzan_ff", "rep", dirs, device="cpu", progress=False)
+    assert summary.trained == [configs[1].uid()] and not leftover.exists()

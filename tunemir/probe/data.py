@@ -80,8 +80,9 @@ def load_probe_data(dataset: str, representation: str, dirs: ProbeDirs) -> Probe
     """
     meta_path = dirs.dataset(dataset) / "meta.json"
     if not meta_path.is_file():
-        raise ProbeDataError(f"{dataset}: {meta_path} does not exist. Process the dataset first "
-                             f"(tunemir datasets process {dataset}) or pass --datasets-dir.")
+        raise ProbeDataError(f"{dataset}: {meta_path} does not exist. Put the dataset's meta.json there "
+                             f"(jukemir's format, e.g. its metadata/{dataset}.json.gz decompressed) "
+                             "or pass --datasets-dir.")
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as err:

@@ -35,8 +35,8 @@ def collect(dirs: ProbeDirs) -> list[dict]:
     found = []
     if not dirs.probes.is_dir():
         return found
-    for dataset_dir in sorted(p for p in dirs.probes.iterdir() if p.is_dir()):
-        for rep_dir in sorted(p for p in dataset_dir.iterdir() if p.is_dir()):
+    for dataset_dir in sorted(p for p in dirs.probes.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for rep_dir in sorted(p for p in dataset_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             try:
                 found.append(select_best(dataset_dir.name, rep_dir.name, dirs, split="test"))
             except GridError as err:

@@ -97,7 +97,7 @@ def train_pending(dataset: str, representation: str, dirs: ProbeDirs, device: st
                         f"tunemir probe grid {dataset} {representation}")
     folder = dirs.runs(dataset, representation)
     _remove_partial(folder)
-    pending = [c for c in configs if not is_finished(folder / c.uid())]
+    pending = [c for c in configs if not is_finished(folder / c.uid())]  # temp folders start with "."
     summary = TrainSummary(len(configs), len(configs) - len(pending), [], {}, 0.0)
     if not pending:
         summary.seconds = time.perf_counter() - start
@@ -185,7 +185,8 @@ def select_best(dataset: str, representation: str, dirs: ProbeDirs, split: str =
     jukemir's file-system order): lower valid loss, then smaller uid.
     """
     folder = dirs.runs(dataset, representation)
-    finished = sorted(p for p in folder.iterdir() if p.is_dir() and is_finished(p)) if folder.is_dir() else []
+    finished = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_finished(p)) \
+        if folder.is_dir() else []
     if not finished:
         raise GridError(f"no trained probes in {folder}; run: tunemir probe train {dataset} {representation}")
     if expected_num_runs is not None and len(finished) != expected_num_runs:
