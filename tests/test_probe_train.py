@@ -11,7 +11,8 @@ from tunemir.probe.data import ProbeDirs, load_probe_data
 from tunemir.probe.metrics import evaluate
 from tunemir.probe.serial import train_serial
 from tunemir.probe.tasks import BUILTIN_TASKS
-from tunemir.probe.train import adam_step, initial_weights, probe_logits, sample_batches, train_grid
+from tunemir.probe.train import (adam_step, initial_weights, probe_logits, sample_batches, stacked_adam_step,
+                                 train_grid)
 from tunemir.testing import write_probe_dataset
 
 
@@ -24,7 +25,8 @@ def gtzan(tmp_path_factory):
     return load_probe_data("gtzan_ff", "rep", dirs)
 
 
-def test_stacked_adam_row_matches_torch_adam():
+@pytest.mark.parametrize("kind", ["fused-buckets", "stacked"])
+def test_stacked_adam_row_matches_torch_adam(kind):
     torch.manual_seed(0)
     lrs, wds = [1e-3, 1e-2, 3e-4], [0.0, 1e-3, 1e-1]
     stacked = torch.randn(3, 5, 4)
@@ -34,7 +36,11 @@ def test_stacked_adam_row_matches_torch_adam():
     buckets = {(lr, wd): [m] for m, (lr, wd) in enumerate(zip(lrs, wds))}
     for step in range(1, 21):
         grad = torch.randn(3, 5, 4)
-        adam_step([stacked], [grad.clone()], [exp_avg], [exp_avg_sq], step, buckets)
+        if kind == "stacked":
+            stacked_adam_step([stacked], [grad.clone()], [exp_avg], [exp_avg_sq], step,
+                              torch.tensor(lrs).view(3, 1, 1), torch.tensor(wds).view(3, 1, 1))
+        else:
+            adam_step([stacked], [grad.clone()], [exp_avg], [exp_avg_sq], step, buckets)
         for m in range(3):
             refs[m].grad = grad[m].clone()
             opts[m].step()
@@ -71,9 +77,13 @@ def _state_close(a, b, atol):
     return all(torch.allclose(a[k], b[k], atol=atol, rtol=0) for k in a)
 
 
-def test_without_randomness_the_grid_reproduces_the_serial_loop_exactly(gtzan):
+@pytest.mark.parametrize("adam", ["fused", "stacked"])
+def test_without_randomness_the_grid_reproduces_the_serial_loop_exactly(gtzan, adam, monkeypatch):
     """Full-batch steps and no dropout remove every random stream: the vectorised trainer must
-    then take the same steps, stop at the same evaluation and end with the same weights."""
+    then take the same steps, stop at the same evaluation and end with the same weights.
+    Both Adam paths are checked (the stacked one is what GPUs use)."""
+    if adam == "stacked":
+        monkeypatch.setattr("tunemir.probe.train.FUSED_ADAM_DEVICES", ())
     configs = [ProbeConfig(dataset="gtzan_ff", representation="rep", batch_size=1000, dropout_p=0.0,
                            learning_rate=lr, l2_weight_decay=wd, hidden_layer_sizes=hidden, data_standardization=std,
                            early_stopping_boredom=12)
