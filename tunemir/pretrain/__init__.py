@@ -1,0 +1,1 @@
+"""CLMR contrastive pretraining of the encoders (SimCLR projector, NT-Xent, batched augmentations)."""
