@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from tunemir.probe.config import grid_configs
+from tunemir.probe.config import ProbeConfig, grid_configs
 from tunemir.probe.serial import train_serial
 from tunemir.probe.tasks import BUILTIN_TASKS
 from tunemir.probe.train import train_grid
@@ -64,7 +64,7 @@ def run_serial(data, configs, steps: int) -> list[dict]:
 
 def run_grid(data, configs, device, steps: int | None) -> dict:
     if steps is not None:  # every config of the paper grid runs at least 2048 steps
-        configs = [type(c)({**c, "early_stopping": True, "max_num_epochs": _epochs(steps, c, data)}) for c in configs]
+        configs = [ProbeConfig({**c, "max_num_epochs": _epochs(steps, c, data)}) for c in configs]
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()

@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 

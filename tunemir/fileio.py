@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,16 +35,34 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def remove_stale_temps(folder: Path, min_age_s: float = 300.0) -> int:
-    """Delete temporary files left under `folder` by killed runs; returns how many.
+@contextlib.contextmanager
+def atomic_dir(path: Path | str) -> Iterator[Path]:
+    """`atomic_path` for a folder: fill the yielded temporary folder; on success it replaces `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TEMP_MARKER}", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():  # an incomplete folder written some other way
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
-    Only files older than `min_age_s` go: a shard running beside this one in the same folder
+
+def remove_stale_temps(folder: Path, min_age_s: float = 300.0) -> int:
+    """Delete temporary files and folders left under `folder` by killed runs; returns how many.
+
+    Only those older than `min_age_s` go: a shard running beside this one in the same folder
     may be writing (for milliseconds) a temporary file of its own.
     """
     cutoff = time.time() - min_age_s
-    stale = [p for p in folder.rglob(f"*{TEMP_MARKER}*") if p.is_file() and p.stat().st_mtime < cutoff]
+    stale = [p for p in folder.rglob(f"*{TEMP_MARKER}*") if p.stat().st_mtime < cutoff]
     for p in stale:
-        p.unlink(missing_ok=True)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     return len(stale)
 
 

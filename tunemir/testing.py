@@ -97,8 +97,6 @@ def synthetic_probe_arrays(task, sizes: dict[str, int], dim: int, seed: int = 0,
     Returns {split: (uids, features (N, dim) float32, labels as meta.json holds them)}. Uids
     of key-score tasks are `<song>-<clip>` with 1 to 4 clips per song sharing a key.
     """
-    from tunemir.probe.tasks import Task  # noqa: F401  (documents the expected type)
-
     rng = np.random.default_rng(seed)
     projection = rng.normal(size=(dim, task.num_outputs)) / np.sqrt(dim)
     out, offset = {}, 0

@@ -56,7 +56,9 @@ def build_report(dirs: ProbeDirs, output_dir: Path) -> dict[str, Path]:
             columns.append((r["dataset"], task.primary, f"{r['dataset']} {task.primary}"))
     by_key = {(r["dataset"], r["representation"]): r for r in results}
     representations = sorted({r["representation"] for r in results})
-    expected = {r["dataset"]: max(x["num_runs"] for x in results if x["dataset"] == r["dataset"]) for r in results}
+    expected: dict[str, int] = {}  # the most configs trained for each dataset
+    for r in results:
+        expected[r["dataset"]] = max(expected.get(r["dataset"], 0), r["num_runs"])
     header = ["representation"] + [title for _, _, title in columns]
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     csv_rows = [["representation", "column", "dataset", "metric", "test_x100", "paper_x100", "num_runs", "uid"]]

@@ -13,9 +13,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tunemir import __version__
-from tunemir.fileio import TEMP_MARKER, atomic_path
+from tunemir.extract import resolve_device
+from tunemir.fileio import atomic_dir, atomic_path, remove_stale_temps
 from tunemir.probe.config import ProbeConfig, grid_configs
 from tunemir.probe.data import ProbeData, ProbeDirs, load_probe_data
 from tunemir.probe.metrics import evaluate
@@ -96,14 +94,15 @@ def train_pending(dataset: str, representation: str, dirs: ProbeDirs, device: st
         raise GridError(f"no probe configs in {dirs.runs(dataset, representation)}; write them first: "
                         f"tunemir probe grid {dataset} {representation}")
     folder = dirs.runs(dataset, representation)
-    _remove_partial(folder)
+    if folder.is_dir():
+        remove_stale_temps(folder, min_age_s=0)  # one trainer per grid: every leftover is stale
     pending = [c for c in configs if not is_finished(folder / c.uid())]  # temp folders start with "."
     summary = TrainSummary(len(configs), len(configs) - len(pending), [], {}, 0.0)
     if not pending:
         summary.seconds = time.perf_counter() - start
         return summary
     data = load_probe_data(dataset, representation, dirs)
-    device = _resolve_device(device)
+    device = resolve_device(device)
     log.info("%s/%s: training %d of %d configs on %s (%d already done)", dataset, representation,
              len(pending), len(configs), device, summary.skipped)
     bar = _progress(len(pending), progress)
@@ -150,9 +149,7 @@ def save_result(folder: Path, result: ProbeResult, data: ProbeData, device="cpu"
             "device": str(device), "num_train": len(data.splits["train"].uids), "feature_dim": data.dim,
             "tunemir_version": __version__, "torch_version": torch.__version__,
             "random_streams": "torch generator per config group (not jukemir's per-config streams)"}
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}{TEMP_MARKER}", dir=folder.parent))
-    try:
+    with atomic_dir(folder) as tmp:
         (tmp / "cfg.json").write_text(result.config.to_json())
         (tmp / "metrics.json").write_text(json.dumps(valid_metrics, indent=2, sort_keys=True))
         (tmp / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2, sort_keys=True))
@@ -160,11 +157,6 @@ def save_result(folder: Path, result: ProbeResult, data: ProbeData, device="cpu"
         save_file(result.state, str(tmp / "probe.safetensors"), metadata={"uid": result.config.uid()})
         np.savez(tmp / "scaler.npz", mean=result.scaler.mean, scale=result.scaler.scale,
                  standardize=np.array(result.scaler.standardize))
-        if folder.exists():  # an incomplete folder from elsewhere: replace it
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return valid_metrics
 
 
@@ -207,23 +199,8 @@ def select_best(dataset: str, representation: str, dirs: ProbeDirs, split: str =
             "valid_scores": sorted(-r[0] for r in rows)}
 
 
-def _remove_partial(folder: Path) -> None:
-    for tmp in folder.glob(f".*{TEMP_MARKER}*"):
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _progress(total: int, enabled: bool | None):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="config", desc="probes", disable=None if enabled is None else not enabled,
                 dynamic_ncols=True)
-
-
-__all__ = ["GridError", "TrainSummary", "write_grid", "read_configs", "train_pending", "save_result",
-           "load_result", "select_best", "load_probe_data"]

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tunemir.probe.batched_metrics import SplitMetrics
+from tunemir.probe.batched_metrics import SplitMetrics, per_probe_loss
 from tunemir.probe.config import ProbeConfig
 from tunemir.probe.data import ProbeData
 
@@ -178,9 +178,9 @@ class _Group:
         self.adam = [(float(c["learning_rate"]), float(c["l2_weight_decay"] or 0.0)) for c in configs]
         self.dropout = column([float(c["dropout_p"]) for c in configs]).view(m, 1, 1)
         self.variant = column([int(bool(c["data_standardization"])) for c in configs], torch.long)
-        self._per_config_views()
         per_config = 16 * sum(a * b for a, b in zip(self.dims[:-1], self.dims[1:]))  # weights, grads, 2 moments
-        self.chunk = max(1, CHUNK_BYTES // per_config) if torch.device(device).type == "cpu" else 1 << 30
+        self.chunk = max(1, CHUNK_BYTES // per_config) if device.type == "cpu" else 1 << 30
+        self._per_config_views()
         self.patience = column([int(c["early_stopping_boredom"]) for c in configs], torch.long)
         self.max_epochs = column([float(c["max_num_epochs"]) if c["max_num_epochs"] is not None else math.inf
                                   for c in configs], torch.float64)
@@ -294,7 +294,7 @@ class _Group:
             targets = self.inputs["train_targets"][idx[rows]]
             params = [p[rows].detach().requires_grad_(True) for p in self.params]
             logits = self.forward(x, params, train=True, rows=rows)
-            loss = _per_config_loss(self.task.output_type, logits, targets).sum()
+            loss = per_probe_loss(self.task.output_type, logits, targets).sum()
             grads = [g.contiguous() for g in torch.autograd.grad(loss, params)]
             with torch.no_grad():
                 if self.device.type not in FUSED_ADAM_DEVICES:
@@ -302,11 +302,8 @@ class _Group:
                                       [v[rows] for v in self.exp_avg_sqs], self.step + 1, self.lr[rows],
                                       self.weight_decay[rows])
                     continue
-                buckets: dict[tuple[float, float], list[int]] = {}
-                for row, key in enumerate(self.adam[rows]):
-                    buckets.setdefault(key, []).append(row)
                 adam_step([p[rows] for p in self.params], grads, [m[rows] for m in self.exp_avgs],
-                          [v[rows] for v in self.exp_avg_sqs], self.step + 1, buckets)
+                          [v[rows] for v in self.exp_avg_sqs], self.step + 1, self.buckets[start])
 
     @torch.no_grad()
     def _evaluate(self) -> list[ProbeResult]:
@@ -354,22 +351,18 @@ class _Group:
         return results
 
     def _per_config_views(self) -> None:
+        """Everything derived from the per-config columns; rebuilt when configs leave the group."""
+        # Rows of each (lr, L2) pair within each training chunk, for the fused Adam calls.
+        self.buckets: dict[int, dict[tuple[float, float], list[int]]] = {}
+        for start in range(0, len(self.adam), self.chunk):
+            for row, key in enumerate(self.adam[start:start + self.chunk]):
+                self.buckets.setdefault(start, {}).setdefault(key, []).append(row)
         self.lr = torch.tensor([a[0] for a in self.adam], device=self.device).view(-1, 1, 1)
         self.weight_decay = torch.tensor([a[1] for a in self.adam], device=self.device).view(-1, 1, 1)
         self.rescale = 1 / (1 - self.dropout)
         thresholds = self.dropout * 256
         exact = bool((thresholds == thresholds.round()).all())
         self.byte_thresholds = thresholds.to(torch.uint8) if exact else None
-
-
-def _per_config_loss(output_type: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(M,) task loss, each the mean over its own minibatch as jukemir's."""
-    m, b, c = logits.shape
-    if output_type == "multiclass":
-        return F.cross_entropy(logits.reshape(m * b, c), targets.reshape(m * b), reduction="none").view(m, b).mean(1)
-    if output_type == "multilabel":
-        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean((1, 2))
-    return F.mse_loss(logits, targets, reduction="none").mean((1, 2))
 
 
 def group_key(config: ProbeConfig) -> tuple:
@@ -428,7 +421,6 @@ def train_grid(data: ProbeData, configs: list[ProbeConfig], device: torch.device
         if on_progress is not None and step % 64 == 0 and running:
             scores = [float(g.sign * g.best_score[g.has_best].max()) for g in running if bool(g.has_best.any())]
             on_progress(step, sum(g.active for g in running), max(scores, default=math.nan))
-
 
 
 def probe_logits(result: ProbeResult, features: np.ndarray, device="cpu") -> np.ndarray:
