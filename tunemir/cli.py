@@ -15,6 +15,7 @@ from tunemir.extract import ExtractUsageError
 from tunemir.extract import extract as run_extract
 from tunemir.models import available_models, build_model, get_info
 from tunemir.models import convert_checkpoint as convert
+from tunemir.pretrain.cli import evaluate, train
 from tunemir.probe.cli import probe
 
 
@@ -106,3 +107,5 @@ def demo(output_dir: Path, workers: int | None) -> None:
 
 
 main.add_command(probe)
+main.add_command(train)
+main.add_command(evaluate)

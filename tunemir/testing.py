@@ -159,3 +159,30 @@ def synthetic_probe_data(task, sizes: dict[str, int], dim: int, seed: int = 0, n
         targets = np.stack([task.encode(uid, y) for uid, y in zip(uids, labels)])
         splits[split] = Split(uids, x, targets)
     return ProbeData(task.name, representation, task, splits)
+
+
+def write_processed_audio(root: Path, dataset: str, task, sizes: dict[str, int], seconds=(3.0, 8.0),
+                          sample_rate: int = 16000, seed: int = 0) -> dict:
+    """A processed dataset with audio, in jukemir's layout: `root/<dataset>/meta.json` and
+    `root/<dataset>/wav/<uid>.wav`. Clip lengths are drawn from `seconds`; labels are random
+    but every label occurs in every split (multilabel: 1-3 tags per clip). Returns meta."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / dataset
+    meta, index = {}, 0
+    for split, n in sizes.items():
+        for i in range(n):
+            uid = f"{index:05d}"
+            if task.output_type == "multilabel":
+                extra = rng.choice(task.num_outputs, size=int(rng.integers(0, 3)), replace=False)
+                y = sorted({task.labels[i % task.num_outputs], *(task.labels[j] for j in extra)},
+                           key=task.labels.index)
+            else:
+                y = task.labels[i % task.num_outputs]
+            meta[uid] = {"split": split, "y": y, "extra": {}}
+            length = float(rng.uniform(*seconds))
+            write_audio(folder / "wav" / f"{uid}.wav", length, sample_rate, seed=seed * 100000 + index)
+            index += 1
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return meta

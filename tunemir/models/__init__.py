@@ -18,7 +18,7 @@ from tunemir.models.tune import Tune, TuneConfig
 __all__ = [
     "Encoder", "HandcraftedFeature", "ModelInfo", "SampleCNN", "SampleCNNConfig", "Tune",
     "TuneConfig", "UnknownModelError", "available_models", "build_model", "config_from_dict",
-    "default_weights_path", "get_info", "infer_model", "load_model",
+    "default_weights_path", "get_info", "infer_model", "load_encoder", "load_model",
 ]
 
 #: Where `load_model` looks for `<name>.safetensors` when no checkpoint is given.
@@ -157,6 +157,13 @@ def load_model(
         )
     model, _, _ = _read_checked(path, name)
     return model.eval()
+
+
+def load_encoder(checkpoint: str | os.PathLike, name: str | None = None) -> tuple[Encoder, str]:
+    """An eval-mode encoder from any supported checkpoint and its registry name, recognised from
+    the tensors (`name`, if given, must agree)."""
+    model, detected, _ = _read_checked(checkpoint, name)
+    return model.eval(), detected
 
 
 def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, name: str | None = None) -> dict:

@@ -1,0 +1,225 @@
+"""Pretraining: configuration, audio cache, crop pairs, Lightning training, checkpoints, resume."""
+
+import json
+
+import numpy as np
+import pytest
+import soxr
+import torch
+from click.testing import CliRunner
+
+from tunemir.audio import FRAME_LENGTH, SAMPLE_RATE
+from tunemir.cli import main
+from tunemir.pretrain.config import ConfigError, PretrainConfig, dump_config, load_config
+from tunemir.pretrain.data import (
+    AudioCache, CropPairs, EpochSampler, PretrainDataError, build_cache, dataset_sources, folder_sources,
+)
+from tunemir.pretrain.module import read_loss, train
+from tunemir.probe.tasks import BUILTIN_TASKS
+from tunemir.testing import TINY_CONFIGS, write_audio, write_processed_audio
+
+TINY_CLMR = json.dumps({"channels": list(TINY_CONFIGS["clmr"].channels)})
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory):
+    """Ten clips of 4-7 s at two sample rates, plus one clip shorter than a frame."""
+    folder = tmp_path_factory.mktemp("pretrain-audio")
+    for i in range(10):
+        write_audio(folder / f"clip{i}.wav", 4.0 + 0.3 * i, 22050 if i % 2 else 16000, seed=i)
+    write_audio(folder / "short.wav", 1.0, 22050, seed=99)
+    return folder
+
+
+def tiny_config(tmp_path, audio_dir, **overrides):
+    values = {"model": "clmr", "encoder_config": TINY_CLMR, "audio_dir": str(audio_dir),
+              "audio_cache_dir": str(tmp_path / "cache"), "output_dir": str(tmp_path / "runs"), "batch_size": 4,
+              "max_epochs": 1, "checkpoint_every_n_epochs": 1, "num_workers": 0, "accelerator": "cpu",
+              "log_every_n_steps": 1}
+    values.update(overrides)
+    return load_config(overrides=values)
+
+
+def test_config_defaults_are_the_paper_recipe():
+    c = PretrainConfig()
+    assert (c.model, c.dataset, c.split, c.batch_size, c.learning_rate, c.temperature, c.seed) == \
+        ("tune_plus", "magnatagatune", "train", 48, 3e-4, 0.5, 42)
+    assert (c.projection_dim, c.max_epochs, c.augment.p_pitch, c.augment.p_reverb) == (64, 10000, 0.6, 0.6)
+
+
+def test_config_yaml_then_command_line(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("model: clmr\nlearning_rate: 1e-3\nbatch_size: 32\naugment:\n  p_pitch: 0.2\n")
+    c = load_config(path, {"batch_size": 16, "augment.p_reverb": 0.1})
+    assert (c.model, c.learning_rate, c.batch_size) == ("clmr", 1e-3, 16)
+    assert (c.augment.p_pitch, c.augment.p_reverb, c.augment.p_polarity) == (0.2, 0.1, 0.8)
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_config(c))
+    assert load_config(again) == c
+
+
+@pytest.mark.parametrize("text, message", [
+    ("batchsize: 3\n", "unknown option 'batchsize'"),
+    ("batch_size: many\n", "batch_size='many' is not a valid int"),
+    ("augment_on: gpu\n", "augment_on='gpu'"),
+    ("augment:\n  p_pich: 0.1\n", "unknown option 'p_pich'"),
+    ("sync_batchnorm: 3\n", "not a valid bool"),
+])
+def test_config_errors_name_the_option(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(path)
+
+
+def test_cache_decodes_once_resamples_and_lists_failures(tmp_path, audio_dir):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for path in audio_dir.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    cache = build_cache(folder_sources(folder), tmp_path / "cache", "x", workers=1, progress=False)
+    assert "broken.wav" in cache.failed and len(cache) == 11
+    import soundfile as sf
+
+    signal, rate = sf.read(folder / "clip0.wav", dtype="float32")
+    expected = soxr.resample(signal, rate, SAMPLE_RATE, quality="HQ") if rate != SAMPLE_RATE else signal
+    got = cache.clip(cache.uids.index("clip0.wav"))
+    assert rate == 16000 and len(got) == len(expected)
+    assert np.abs(got - expected).max() < 2 / 32768  # int16 storage: quantisation only
+    stamp = (cache.folder / "audio.i16").stat().st_mtime_ns
+    again = build_cache(folder_sources(folder), tmp_path / "cache", "x", workers=1, progress=False)
+    assert again.folder == cache.folder and (again.folder / "audio.i16").stat().st_mtime_ns == stamp
+    write_audio(folder / "clip0.wav", 5.0, 22050, seed=7)  # a changed source gives a new cache
+    changed = build_cache(folder_sources(folder), tmp_path / "cache", "x", workers=1, progress=False)
+    assert changed.folder != cache.folder
+
+
+def test_crop_pairs_are_independent_windows_of_their_clip(tmp_path, audio_dir):
+    cache = build_cache(folder_sources(audio_dir), tmp_path / "cache", "x", workers=1, progress=False)
+    data = CropPairs(cache, seed=42)
+    assert len(data) == 10 and data.excluded == 1
+    assert "short.wav" not in [cache.uids[i] for i in data.clips]
+    differing = 0
+    for key in range(3 * len(data)):  # three epochs
+        views = data[key]
+        assert views.shape == (2, FRAME_LENGTH) and views.dtype == torch.float32
+        clip = cache.clip(int(data.clips[key % len(data)]))
+        starts = []
+        for view in views.numpy():
+            windows = np.lib.stride_tricks.sliding_window_view(clip, 32)
+            start = int(np.flatnonzero((windows == view[:32]).all(axis=1))[0])
+            np.testing.assert_array_equal(clip[start: start + FRAME_LENGTH], view)
+            starts.append(start)
+        differing += starts[0] != starts[1]
+        torch.testing.assert_close(data[key], views, rtol=0, atol=0)  # a pure function of (seed, key)
+    assert differing >= 3 * len(data) - 1
+    assert not torch.equal(data[0], data[len(data)])  # the same clip in the next epoch: new crops
+
+
+def test_epoch_sampler_covers_each_epoch_and_splits_ranks(tmp_path, audio_dir):
+    cache = build_cache(folder_sources(audio_dir), tmp_path / "cache", "x", workers=1, progress=False)
+    data = CropPairs(cache, seed=0)
+    shares = []
+    for rank in range(2):
+        sampler = EpochSampler(data, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        sampler.set_epoch(3)
+        shares.append(list(sampler))
+    keys = shares[0] + shares[1]
+    assert sorted(k - 3 * len(data) for k in keys) == list(range(len(data)))
+
+
+def test_processed_split_sources_and_errors(tmp_path):
+    write_processed_audio(tmp_path, "magnatagatune", BUILTIN_TASKS["magnatagatune"],
+                          {"train": 3, "valid": 1, "test": 1}, seconds=(3, 3))
+    sources = dataset_sources(tmp_path, "magnatagatune", "train")
+    assert [uid for uid, _ in sources] == ["00000", "00001", "00002"]
+    assert len(dataset_sources(tmp_path, "magnatagatune", "train,valid")) == 4
+    with pytest.raises(PretrainDataError, match="splits present: test, train, valid"):
+        dataset_sources(tmp_path, "magnatagatune", "everything")
+    (tmp_path / "magnatagatune" / "wav" / "00001.wav").unlink()
+    with pytest.raises(PretrainDataError, match="1 of 3 clips .* have no WAV"):
+        dataset_sources(tmp_path, "magnatagatune", "train")
+    with pytest.raises(PretrainDataError, match="process the 'gtzan_ff' dataset first"):
+        dataset_sources(tmp_path, "gtzan_ff", "train")
+
+
+def test_a_few_cpu_steps_lower_the_loss(tmp_path, audio_dir):
+    config = tiny_config(tmp_path, audio_dir, batch_size=5, max_epochs=12, learning_rate=3e-3, augment_on="none",
+                         checkpoint_every_n_epochs=100)
+    folder = train(config, progress=False)
+    steps, losses, epochs, epoch_loss = read_loss(folder / "csv")
+    assert len(steps) == 24 and len(epoch_loss) == 12
+    assert np.mean(epoch_loss[-3:]) < np.mean(epoch_loss[:3]) - 0.2
+    assert (folder / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((folder / "run.json").read_text())
+    assert (report["clips"], report["clips_excluded_short"], report["global_step"]) == (10, 1, 24)
+
+
+def test_checkpoint_extracts_and_resumes_exactly(tmp_path, audio_dir):
+    """Two epochs straight vs one epoch then `tunemir train --resume last` (device augmentations on)."""
+    straight = train(tiny_config(tmp_path / "a", audio_dir, max_epochs=2), progress=False)
+    config = tiny_config(tmp_path / "b", audio_dir, max_epochs=1)
+    interrupted = train(config, progress=False)
+    first = torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (first["epoch"], first["global_step"]) == (0, 2)
+    result = CliRunner().invoke(main, ["train", "--resume", "last", "--max_epochs", "2", "--no-progress",
+                                       "--output_dir", config.output_dir, "--name", config.run_name])
+    assert result.exit_code == 0, result.output
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (b["epoch"], b["global_step"]) == (a["epoch"], a["global_step"]) == (1, 4)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0)
+    torch.testing.assert_close(a["optimizer_states"][0]["state"][0]["exp_avg"],
+                               b["optimizer_states"][0]["state"][0]["exp_avg"], rtol=0, atol=0)
+    # CLMR's key layout: the original loaders select `model.encoder.*`.
+    keys = set(a["state_dict"])
+    assert {"model.projector.0.weight", "model.projector.2.weight"} <= keys
+    assert all(k.startswith(("model.encoder.", "model.projector.")) for k in keys)
+    assert a["state_dict"]["model.projector.2.weight"].shape == (64, 16)
+    # `tunemir extract --checkpoint` reads it; vectors equal the encoder's own output.
+    from tunemir.models import build_model, config_from_dict
+
+    encoder = build_model("clmr", config_from_dict("clmr", json.loads(TINY_CLMR)))
+    encoder.load_state_dict({k[len("model.encoder."):]: v for k, v in a["state_dict"].items()
+                             if k.startswith("model.encoder.")})
+    out = tmp_path / "vectors"
+    result = CliRunner().invoke(main, ["extract", "clmr", str(audio_dir), str(out), "--checkpoint",
+                                       str(straight / "checkpoints" / "epoch=00001.ckpt")])
+    assert result.exit_code == 0, result.output
+    from tunemir.audio import load_mono
+
+    frames = torch.from_numpy(load_mono(audio_dir / "clip9.wav")[: 2 * FRAME_LENGTH].reshape(2, 1, -1))
+    with torch.no_grad():
+        expected = encoder.eval()(frames).mean(0).numpy()
+    np.testing.assert_allclose(np.load(out / "clip9.npy"), expected, rtol=1e-4, atol=1e-5)
+    converted = tmp_path / "encoder.safetensors"
+    result = CliRunner().invoke(main, ["convert-checkpoint", str(straight / "checkpoints" / "last.ckpt"),
+                                       str(converted)])
+    assert result.exit_code == 0 and "clmr encoder" in result.output
+
+
+def test_cpu_worker_augmentation_pipeline_trains(tmp_path, audio_dir):
+    folder = train(tiny_config(tmp_path, audio_dir, augment_on="cpu", max_steps=1), progress=False)
+    assert json.loads((folder / "run.json").read_text())["global_step"] == 1
+
+
+def test_too_few_clips_is_a_clear_error(tmp_path, audio_dir):
+    with pytest.raises(ValueError, match="10 usable clips cannot fill one batch of 16"):
+        train(tiny_config(tmp_path, audio_dir, batch_size=16), progress=False)
+
+
+def test_cache_reopens_without_the_sources(tmp_path, audio_dir):
+    cache = build_cache(folder_sources(audio_dir), tmp_path / "cache", "x", workers=1, progress=False)
+    reopened = AudioCache.open(cache.folder)
+    np.testing.assert_array_equal(reopened.clip(3), cache.clip(3))
+
+
+def test_train_help_explains_the_recipe_and_multi_gpu():
+    result = CliRunner().invoke(main, ["train", "--help"])
+    assert result.exit_code == 0
+    for text in ("10,000 epochs", "batch 48", "--devices 4 --strategy ddp", "--num_nodes", "--gather-negatives",
+                 "--augment.p_pitch", "--resume"):
+        assert text in result.output

@@ -1,0 +1,149 @@
+"""`tunemir train` (contrastive pretraining) and `tunemir evaluate linear` (CLMR's protocol)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from tunemir.pretrain.config import ConfigError, dump_config, load_config, option_fields
+
+
+def _config_options(command):
+    """One click option per configuration field (`--batch_size` / `--batch-size`,
+    `--augment.p_pitch`, `--sync-batchnorm/--no-sync-batchnorm`), all defaulting to None so
+    that only what the user typed overrides the YAML file and the defaults."""
+    for dotted, kind, help_text in reversed(option_fields()):
+        param = dotted.replace(".", "__")
+        dashed = dotted.replace("_", "-")
+        if kind is bool:
+            decls = [f"--{dashed}/--no-{dashed}", param]
+            command = click.option(*decls, default=None, help=help_text)(command)
+            continue
+        names = [f"--{dotted}"] + ([f"--{dashed}"] if dashed != dotted else [])
+        if getattr(kind, "__origin__", None) is tuple:
+            option = click.option(*names, param, type=float, nargs=2, default=None, help=help_text)
+        else:
+            option = click.option(*names, param, type=kind, default=None, help=help_text)
+        command = option(command)
+    return command
+
+
+PAPER_RECIPE = """Pretrain an encoder with CLMR's contrastive learning (SimCLR on raw audio).
+
+\b
+The defaults are the TUNe paper's recipe: TUNe+ on the MagnaTagATune train split, batch 48
+clips (96 views of 59,049 samples at 22,050 Hz), the CLMR augmentation chain on the device,
+NT-Xent with temperature 0.5, Adam 3e-4, seed 42, 10,000 epochs; a checkpoint every 200
+epochs plus last.ckpt. `--model tune` / `--model clmr` give TUNe and the CLMR SampleCNN.
+
+\b
+Options come from, in order: the defaults, a checkpoint being resumed, --config FILE (YAML;
+`--print-config` writes one), then the options typed here.
+
+\b
+  tunemir train                                   # the paper recipe (MTT processed first)
+  tunemir train --audio_dir my_music --max_epochs 1000
+  tunemir train --resume last                     # continue a killed or finished run
+  tunemir train --devices 4 --strategy ddp        # 4 GPUs, batch 48 per GPU, synced batch norm
+  tunemir train --devices 8 --num_nodes 2 --strategy ddp --gather-negatives
+
+Multi-GPU and multi-node runs go through Lightning's strategies; on a cluster start one
+process per GPU (e.g. `srun tunemir train --devices 4 --num_nodes 2 --strategy ddp`).
+Checkpoints load directly in `tunemir extract --checkpoint` and CLMR's/TUNe's own loaders.
+"""
+
+
+@click.command(help=PAPER_RECIPE, context_settings={"max_content_width": 100})
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML file of options (as --print-config writes).")
+@click.option("--resume", help="Checkpoint to continue from, or 'last' for this run's checkpoints/last.ckpt; "
+                               "its stored options are the base that --config and typed options override.")
+@click.option("--print-config", is_flag=True, help="Print the resolved options as YAML and exit.")
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@_config_options
+def train(config_file, resume, print_config, progress, **options) -> None:
+    overrides = {name.replace("__", "."): value for name, value in options.items() if value is not None}
+    try:
+        config = resolve_config(config_file, overrides, resume)
+    except (ConfigError, FileNotFoundError) as err:
+        raise click.UsageError(str(err)) from None
+    if print_config:
+        click.echo(dump_config(config), nl=False)
+        return
+    from tunemir.pretrain.data import PretrainDataError
+    from tunemir.pretrain.module import train as run_train
+
+    try:
+        folder = run_train(config, resume=resume, progress=progress)
+    except PretrainDataError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"run folder: {folder} (checkpoints/, loss.png, run.json)")
+
+
+def resolve_config(config_file, overrides: dict, resume: str | None):
+    """The run's configuration; when resuming, the checkpoint's stored options are the base."""
+    from tunemir.pretrain.module import resolve_resume, stored_config
+
+    base = None
+    if resume is not None:
+        path = resolve_resume(load_config(config_file, overrides), resume)
+        base = stored_config(path)
+    return load_config(config_file, overrides, base=base)
+
+
+@click.group()
+def evaluate() -> None:
+    """Evaluate pretrained encoders."""
+
+
+@evaluate.command()
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Encoder weights (a tunemir train .ckpt, a CLMR/TUNe checkpoint or a .safetensors).")
+@click.option("--model", help="Model name; checked against the checkpoint, required with --supervised.")
+@click.option("--dataset", default="magnatagatune", show_default=True, help="Processed dataset.")
+@click.option("--datasets-dir", "--datasets_dir", "datasets_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Processed datasets [default: $TUNEMIR_CACHE_DIR/processed].")
+@click.option("--audio-cache-dir", "--audio_cache_dir", "audio_cache_dir",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Decoded-audio caches [default: $TUNEMIR_CACHE_DIR/audio-cache].")
+@click.option("--output-dir", "--output_dir", "output_dir", type=click.Path(file_okay=False, path_type=Path),
+              default="runs/linear-evaluation", show_default=True)
+@click.option("--mlp", is_flag=True, help="One hidden layer (512, ReLU) instead of a linear head.")
+@click.option("--supervised", is_flag=True, help="Train the model end to end from scratch (CLMR's baseline).")
+@click.option("--learning-rate", "--learning_rate", "learning_rate", type=float,
+              help="[default: 1e-3 for heads, 3e-4 (SGD) supervised]")
+@click.option("--max-epochs", "--max_epochs", "max_epochs", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", "--batch_size", "batch_size", type=click.IntRange(min=1), default=48, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--encoder-config", "encoder_config", help="JSON of encoder fields for --supervised (small models).")
+def linear(checkpoint, model, dataset, datasets_dir, audio_cache_dir, output_dir, mlp, supervised, learning_rate,
+           max_epochs, patience, batch_size, seed, device, encoder_config) -> None:
+    """CLMR's linear evaluation: a head on frozen features of one fixed random crop per clip
+    (train/valid), Adam 1e-3 + weight decay 1e-6, ReduceLROnPlateau, early stopping on valid
+    loss; test clips scored by the mean sigmoid over all their full frames; macro ROC-AUC and
+    PR-AUC. Writes OUTPUT_DIR/linear_evaluation.json."""
+    from tunemir.checkpoints import CheckpointError
+    from tunemir.extract import ExtractUsageError
+    from tunemir.pretrain.data import PretrainDataError
+    from tunemir.pretrain.linear import LinearEvalSettings, linear_evaluation
+
+    if supervised == (checkpoint is not None):
+        raise click.UsageError("give --checkpoint (linear evaluation) or --supervised --model NAME, not both")
+    settings = LinearEvalSettings(mlp=mlp, supervised=supervised, learning_rate=learning_rate,
+                                  max_epochs=max_epochs, patience=patience, batch_size=batch_size, seed=seed)
+    try:
+        result = linear_evaluation(output_dir, checkpoint=checkpoint, model=model, dataset=dataset,
+                                   datasets_dir=datasets_dir, audio_cache_dir=audio_cache_dir, settings=settings,
+                                   device=device, encoder_config=json.loads(encoder_config) if encoder_config else None)
+    except (CheckpointError, PretrainDataError) as err:
+        raise click.ClickException(str(err)) from None
+    except (ExtractUsageError, ValueError) as err:
+        raise click.UsageError(str(err)) from None
+    metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in result["test"].items())
+    click.echo(f"{dataset} test ({result['test_clips']} clips): {metrics}; after {result['epochs']} epochs. "
+               f"Details: {Path(output_dir) / 'linear_evaluation.json'}")
+

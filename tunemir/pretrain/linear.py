@@ -1,0 +1,278 @@
+"""CLMR's linear evaluation (Spijkervet & Burgoyne 2021, section 4 of our spec) and its
+supervised SampleCNN baseline: train a head on frozen features of one fixed random crop per
+clip, then score each test clip by the mean prediction over all its full frames."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from tunemir import __version__
+from tunemir.audio import FRAME_LENGTH, frame_signal
+from tunemir.fileio import atomic_path
+from tunemir.pretrain.data import AudioCache, build_cache, dataset_sources
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "valid", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearEvalSettings:
+    """CLMR's defaults: Adam 1e-3 with weight decay 1e-6, batch 48, ReduceLROnPlateau (x0.1
+    after 5 epochs without a 1e-4 relative improvement), early stopping on valid loss after
+    10 epochs without improvement, at most 200 epochs. The supervised baseline uses SGD
+    (Nesterov momentum 0.9, lr 3e-4, weight decay 1e-6) and x0.2 plateau steps, as CLMR."""
+
+    mlp: bool = False
+    supervised: bool = False
+    learning_rate: float | None = None  # None: 1e-3 for heads, 3e-4 for the supervised model
+    weight_decay: float = 1e-6
+    batch_size: int = 48
+    max_epochs: int = 200
+    patience: int = 10
+    seed: int = 42
+
+
+def fixed_crop_starts(lengths: np.ndarray, seed: int, frame_length: int = FRAME_LENGTH) -> np.ndarray:
+    """One random crop start per clip, drawn once: the frozen train/valid crops of CLMR's
+    protocol. Clips shorter than a frame start at 0 (and are zero-padded)."""
+    rng = np.random.default_rng(seed)
+    return np.array([rng.integers(0, max(int(n) - frame_length, 0) + 1) for n in lengths], np.int64)
+
+
+def crop(cache: AudioCache, index: int, start: int, frame_length: int = FRAME_LENGTH) -> np.ndarray:
+    """`frame_length` samples of a clip from `start`, zero-padded when the clip is shorter."""
+    out = np.zeros(frame_length, np.float32)
+    audio = cache.clip(index, start, min(frame_length, int(cache.lengths[index]) - start))
+    out[: len(audio)] = audio
+    return out
+
+
+def test_frames(cache: AudioCache) -> tuple[np.ndarray, np.ndarray]:
+    """Every full frame of every clip, stacked (M, frame_length), and each frame's clip index.
+
+    Only an incomplete tail is dropped (CLMR drops the last frame even when it is complete,
+    and fails on clips of fewer than two frames); a clip shorter than a frame is zero-padded
+    to one frame, so every clip is scored with its own label.
+    """
+    frames, owners = [], []
+    for index in range(len(cache)):
+        clip_frames = frame_signal(cache.clip(index))
+        frames.append(clip_frames)
+        owners.append(np.full(len(clip_frames), index))
+    return np.concatenate(frames), np.concatenate(owners)
+
+
+@torch.no_grad()
+def encode(encoder: nn.Module, frames: np.ndarray, device: torch.device, batch_size: int = 32) -> np.ndarray:
+    """Representations of frames (M, T) -> (M, D), in eval mode."""
+    from tunemir.models.base import InferenceEncoder
+
+    model = InferenceEncoder(encoder).to(device).eval()
+    out = [model(torch.from_numpy(frames[i: i + batch_size]).to(device)[:, None]).float().cpu()
+           for i in range(0, len(frames), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, encoder.layer_dims[0]), np.float32)
+
+
+def clip_predictions(frame_logits: np.ndarray, owners: np.ndarray, n_clips: int, multilabel: bool) -> np.ndarray:
+    """Per-clip predictions: sigmoid (multi-label) or softmax of each frame's logits, averaged
+    over the clip's frames. (M, C) -> (n_clips, C)."""
+    logits = torch.from_numpy(np.asarray(frame_logits, np.float64))
+    probs = (torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)).numpy()
+    sums = np.zeros((n_clips, probs.shape[1]))
+    np.add.at(sums, owners, probs)
+    counts = np.bincount(owners, minlength=n_clips)[:, None]
+    return sums / counts
+
+
+def clip_metrics(targets: np.ndarray, predictions: np.ndarray, multilabel: bool) -> dict[str, float]:
+    """Macro (tag-wise, averaged) ROC-AUC and PR-AUC (average precision) for tagging, as CLMR's
+    `evaluate()`; accuracy of the argmax for single-label tasks."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    if multilabel:
+        return {"roc_auc": float(roc_auc_score(targets, predictions, average="macro")),
+                "pr_auc": float(average_precision_score(targets, predictions, average="macro"))}
+    return {"accuracy": float(np.mean(predictions.argmax(1) == targets))}
+
+
+def fit(model: nn.Module, train_batches: Callable[[int], Iterable], valid_batches: Callable[[], Iterable],
+        loss_fn: nn.Module, optimizer: torch.optim.Optimizer, factor: float, settings: LinearEvalSettings,
+        device: torch.device) -> list[dict]:
+    """Train with ReduceLROnPlateau and early stopping on the valid loss; the weights of the
+    best valid epoch are restored at the end (CLMR keeps the last, early-stopped ones)."""
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=factor, patience=5,
+                                                           threshold=1e-4)
+    best, best_state, waited, history = float("inf"), copy.deepcopy(model.state_dict()), 0, []
+    for epoch in range(settings.max_epochs):
+        model.train()
+        train_loss, seen = 0.0, 0
+        for x, y in train_batches(epoch):
+            x, y = x.to(device), y.to(device)
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            train_loss, seen = train_loss + float(loss) * len(x), seen + len(x)
+        model.eval()
+        with torch.no_grad():
+            total, count = 0.0, 0
+            for x, y in valid_batches():
+                total += float(loss_fn(model(x.to(device)), y.to(device))) * len(x)
+                count += len(x)
+        valid_loss = total / count
+        scheduler.step(valid_loss)
+        history.append({"epoch": epoch, "train_loss": train_loss / max(seen, 1), "valid_loss": valid_loss,
+                        "lr": optimizer.param_groups[0]["lr"]})
+        log.info("epoch %d: train loss %.4f, valid loss %.4f", epoch, history[-1]["train_loss"], valid_loss)
+        if valid_loss < best:
+            best, best_state, waited = valid_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            waited += 1
+            if waited >= settings.patience:
+                break
+    model.load_state_dict(best_state)
+    return history
+
+
+def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator | None):
+    order = torch.randperm(len(x), generator=gen) if gen is not None else torch.arange(len(x))
+    for i in range(0, len(x), batch_size):
+        rows = order[i: i + batch_size]
+        yield x[rows], y[rows]
+
+
+class SupervisedModel(nn.Module):
+    """CLMR's supervised baseline: the encoder, dropout 0.5 and a linear classifier, end to end."""
+
+    def __init__(self, encoder: nn.Module, num_outputs: int):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(0.5)
+        self.fc = nn.Linear(encoder.layer_dims[0], num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.encoder(x)))  # (B, 1, T) -> (B, C)
+
+
+def _head(dim: int, num_outputs: int, mlp: bool) -> nn.Module:
+    if mlp:
+        return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, num_outputs))
+    return nn.Sequential(nn.Linear(dim, num_outputs))
+
+
+def linear_evaluation(
+    output_dir: Path | str, *, checkpoint: Path | str | None = None, model: str | None = None,
+    dataset: str = "magnatagatune", datasets_dir: Path | str | None = None,
+    audio_cache_dir: Path | str | None = None, settings: LinearEvalSettings = LinearEvalSettings(),
+    device: str = "auto", encoder_config: dict | None = None,
+) -> dict:
+    """Run CLMR's evaluation of an encoder on a processed tagging/classification dataset and
+    write `linear_evaluation.json` (test metrics, settings, per-epoch history) and the trained
+    weights to `output_dir`. Returns the JSON's content.
+
+    Without `settings.supervised`, `checkpoint` gives the frozen encoder (any format
+    `tunemir extract` reads). With it, `model` is trained from scratch (random init, or
+    `encoder_config` for small test models) and no checkpoint is used.
+    """
+    from tunemir.extract import resolve_device
+    from tunemir.models import build_model, config_from_dict, load_encoder
+    from tunemir.probe.data import cache_dir
+    from tunemir.probe.tasks import load_task
+
+    started = time.perf_counter()
+    dev = resolve_device(device)
+    root = cache_dir()
+    datasets = Path(datasets_dir) if datasets_dir else root / "processed"
+    caches_root = Path(audio_cache_dir) if audio_cache_dir else root / "audio-cache"
+    task = load_task(dataset, datasets / dataset)
+    if task.output_type == "regression":
+        raise ValueError(f"{dataset} is a regression task; the CLMR protocol covers tagging and classification "
+                         f"(use `tunemir probe` for it)")
+    multilabel = task.output_type == "multilabel"
+    meta = json.loads((datasets / dataset / "meta.json").read_text())
+    caches, targets = {}, {}
+    for split in SPLITS:
+        caches[split] = build_cache(dataset_sources(datasets, dataset, split), caches_root, f"{dataset}-{split}")
+        targets[split] = np.stack([task.encode(uid, meta[uid]["y"]) for uid in caches[split].uids])
+    torch.manual_seed(settings.seed)
+    if settings.supervised:
+        if model is None:
+            raise ValueError("the supervised baseline needs a model name (e.g. clmr)")
+        config = config_from_dict(model, encoder_config) if encoder_config else None
+        encoder = build_model(model, config)
+    else:
+        if checkpoint is None:
+            raise ValueError("linear evaluation needs the encoder's --checkpoint")
+        encoder, model = load_encoder(checkpoint, model)
+    loss_fn = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
+    y = {s: torch.from_numpy(targets[s]) for s in SPLITS}
+    starts = {s: fixed_crop_starts(caches[s].lengths, settings.seed + i) for i, s in enumerate(("train", "valid"))}
+    fixed = {s: np.stack([crop(caches[s], i, int(starts[s][i])) for i in range(len(caches[s]))])
+             for s in ("train", "valid")}
+    gen = torch.Generator().manual_seed(settings.seed)
+    frames, owners = test_frames(caches["test"])
+    if settings.supervised:
+        net = SupervisedModel(encoder, task.num_outputs).to(dev)
+        lr = settings.learning_rate or 3e-4
+        optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True,
+                                    weight_decay=settings.weight_decay)
+        train_cache = caches["train"]
+
+        def train_batches(epoch):  # a fresh random crop of every clip each epoch
+            crops = fixed_crop_starts(train_cache.lengths, settings.seed * 1000 + epoch + 1)
+            audio = torch.from_numpy(np.stack([crop(train_cache, i, int(s)) for i, s in enumerate(crops)]))
+            return _batches(audio[:, None], y["train"], settings.batch_size, gen)
+
+        valid_x = torch.from_numpy(fixed["valid"])[:, None]
+        history = fit(net, train_batches, lambda: _batches(valid_x, y["valid"], settings.batch_size, None),
+                      loss_fn, optimizer, 0.2, settings, dev)
+        net.eval()
+        with torch.no_grad():
+            logits = torch.cat([net(torch.from_numpy(frames[i: i + 32]).to(dev)[:, None]).float().cpu()
+                                for i in range(0, len(frames), 32)]).numpy()
+        weights, head_dim = net.state_dict(), encoder.layer_dims[0]
+    else:
+        features = {s: torch.from_numpy(encode(encoder, fixed[s], dev)) for s in ("train", "valid")}
+        test_features = torch.from_numpy(encode(encoder, frames, dev))
+        head_dim = features["train"].shape[1]
+        head = _head(head_dim, task.num_outputs, settings.mlp).to(dev)
+        lr = settings.learning_rate or 1e-3
+        optimizer = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=settings.weight_decay)
+        history = fit(head, lambda epoch: _batches(features["train"], y["train"], settings.batch_size, gen),
+                      lambda: _batches(features["valid"], y["valid"], settings.batch_size, None),
+                      loss_fn, optimizer, 0.1, settings, dev)
+        head.eval()
+        with torch.no_grad():
+            logits = head(test_features.to(dev)).float().cpu().numpy()
+        weights = head.state_dict()
+    predictions = clip_predictions(logits, owners, len(caches["test"]), multilabel)
+    metrics = clip_metrics(targets["test"], predictions, multilabel)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "supervised.safetensors" if settings.supervised else "head.safetensors"
+    with atomic_path(out / name) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp))
+    result = {
+        "protocol": "clmr-linear-evaluation", "dataset": dataset, "checkpoint": str(checkpoint) if checkpoint else None,
+        "model": model, "feature_dim": int(head_dim), "settings": {**dataclasses.asdict(settings), "learning_rate": lr},
+        "test": metrics, "test_clips": len(caches["test"]), "test_frames": len(frames),
+        "clips": {s: len(caches[s]) for s in SPLITS},
+        "clips_shorter_than_a_frame": {s: int((caches[s].lengths < FRAME_LENGTH).sum()) for s in SPLITS},
+        "files_failed": {s: caches[s].failed for s in SPLITS}, "epochs": len(history),
+        "best_valid_loss": min(h["valid_loss"] for h in history), "history": history,
+        "device": str(dev), "seconds": time.perf_counter() - started, "tunemir_version": __version__,
+    }
+    with atomic_path(out / "linear_evaluation.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    return result
