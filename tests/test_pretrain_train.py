@@ -223,3 +223,17 @@ def test_train_help_explains_the_recipe_and_multi_gpu():
     for text in ("10,000 epochs", "batch 48", "--devices 4 --strategy ddp", "--num_nodes", "--gather-negatives",
                  "--augment.p_pitch", "--resume"):
         assert text in result.output
+
+
+def test_two_process_ddp_with_gathered_negatives(tmp_path, audio_dir):
+    """Lightning's ddp_spawn on CPU (gloo): two ranks, each its share of the shuffle, NT-Xent
+    over both ranks' views (batch 2 per rank, so 8 views in every loss)."""
+    config = tiny_config(tmp_path, audio_dir, batch_size=2, devices="2", strategy="ddp_spawn",
+                         gather_negatives=True, augment_on="none")
+    folder = train(config, progress=False)
+    report = json.loads((folder / "run.json").read_text())
+    assert report["world_size"] == 2
+    assert report["global_step"] == 10 // (2 * 2)  # 10 clips, 2 per rank per step, last partial dropped
+    steps, losses, _, _ = read_loss(folder / "csv")
+    # Before any learning, NT-Xent is about log(2N - 1) for the 2N = 8 gathered views, not log(3).
+    assert abs(losses[0] - np.log(7)) < 0.5

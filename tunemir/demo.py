@@ -23,6 +23,7 @@ DEMO_FILES = [
     ("ambient/blip_short.wav", 1.5, 22050, 1, "pcm16"),
 ]
 DEMO_MODELS = ("tune", "tune_plus", "clmr", "chroma", "mfcc")
+PRETRAIN_CLIPS, PRETRAIN_EPOCHS = 12, 6
 
 
 def write_demo_audio(folder: Path) -> list[Path]:
@@ -57,6 +58,35 @@ def run_demo(output_dir: Path, workers: int | None = None) -> list[dict]:
             "audio_s_per_s": summary.audio_seconds / max(summary.elapsed_s, 1e-9), "folder": str(out),
         })
     return rows
+
+
+def run_pretrain_demo(output_dir: Path) -> dict:
+    """Contrastive pretraining end to end on synthetic clips: a small TUNe+ (2 base channels)
+    for a few epochs with the full augmentation chain, then extraction of the demo audio with
+    its checkpoint. Returns the run folder, the first and last epoch's loss and the vectors."""
+    import json
+
+    from tunemir.pretrain.config import load_config
+    from tunemir.pretrain.module import read_loss, train
+
+    audio_dir, train_dir = output_dir / "audio", output_dir / "pretrain-audio"
+    write_demo_audio(audio_dir)
+    for i in range(PRETRAIN_CLIPS):
+        if not (train_dir / f"clip{i:02d}.wav").exists():
+            write_audio(train_dir / f"clip{i:02d}.wav", 6.0, 22050, seed=100 + i)
+    config = load_config(overrides={
+        "model": "tune_plus", "encoder_config": json.dumps({"channels": 2, "out_channels": 16}),
+        "audio_dir": str(train_dir), "audio_cache_dir": str(output_dir / "audio-cache"),
+        "output_dir": str(output_dir / "pretrain"), "name": "tune_plus-small", "batch_size": 4,
+        "max_epochs": PRETRAIN_EPOCHS, "checkpoint_every_n_epochs": 2, "learning_rate": 1e-3, "num_workers": 0, "log_every_n_steps": 1,
+    })
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # device banners and tips
+    folder = train(config, resume="last" if (output_dir / "pretrain" / "tune_plus-small" / "checkpoints"
+                                              / "last.ckpt").is_file() else None, progress=False)
+    _, _, _, epoch_loss = read_loss(folder / "csv")
+    vectors = output_dir / "vectors" / "tune_plus-small-pretrained"
+    extract("tune_plus", audio_dir, vectors, checkpoint=folder / "checkpoints" / "last.ckpt", progress=False)
+    return {"run": folder, "first_loss": epoch_loss[0], "last_loss": epoch_loss[-1], "vectors": vectors}
 
 
 def run_probe_demo(output_dir: Path) -> dict:

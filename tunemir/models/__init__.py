@@ -93,11 +93,12 @@ def build_model(name: str, config=None) -> Encoder | HandcraftedFeature:
 
 
 def config_from_dict(name: str, values: dict) -> SampleCNNConfig | TuneConfig:
-    """Rebuild a configuration from the primitives stored in a tunemir checkpoint."""
-    config_type = type(get_info(name).config)
-    fields = {f.name for f in dataclasses.fields(config_type)}
+    """The registry's configuration of `name` with the fields in `values` replaced (the
+    primitives stored in a tunemir checkpoint, or a partial override such as smaller widths)."""
+    default = get_info(name).config
+    fields = {f.name for f in dataclasses.fields(default)}
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}
-    return config_type(**kwargs)
+    return dataclasses.replace(default, **kwargs)
 
 
 def infer_model(state: dict[str, torch.Tensor]) -> tuple[str, SampleCNNConfig | TuneConfig]:

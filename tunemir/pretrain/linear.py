@@ -58,7 +58,7 @@ def crop(cache: AudioCache, index: int, start: int, frame_length: int = FRAME_LE
     return out
 
 
-def test_frames(cache: AudioCache) -> tuple[np.ndarray, np.ndarray]:
+def full_frames(cache: AudioCache) -> tuple[np.ndarray, np.ndarray]:
     """Every full frame of every clip, stacked (M, frame_length), and each frame's clip index.
 
     Only an incomplete tail is dropped (CLMR drops the last frame even when it is complete,
@@ -221,7 +221,7 @@ def linear_evaluation(
     fixed = {s: np.stack([crop(caches[s], i, int(starts[s][i])) for i in range(len(caches[s]))])
              for s in ("train", "valid")}
     gen = torch.Generator().manual_seed(settings.seed)
-    frames, owners = test_frames(caches["test"])
+    frames, owners = full_frames(caches["test"])
     if settings.supervised:
         net = SupervisedModel(encoder, task.num_outputs).to(dev)
         lr = settings.learning_rate or 3e-4

@@ -230,7 +230,7 @@ def train(config: PretrainConfig, resume: str | Path | None = None, progress: bo
     )
     sync_batchnorm = config.sync_batchnorm and _uses_gpu(config.accelerator)
     if config.sync_batchnorm and not sync_batchnorm:
-        log.info("sync_batchnorm is off on CPU (PyTorch's SyncBatchNorm needs GPUs)")
+        log.debug("sync_batchnorm is off on CPU (PyTorch's SyncBatchNorm needs GPUs)")
     trainer = pl.Trainer(
         default_root_dir=folder, max_epochs=config.max_epochs, max_steps=config.max_steps,
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
