@@ -71,6 +71,12 @@ def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch):
     assert "untrained" in result.output
     assert len(list((tmp_path / "demo" / "vectors" / "tune_plus-untrained").rglob("*.npy"))) == 6
     assert len(list((tmp_path / "demo" / "vectors" / "chroma").rglob("*.npy"))) == 6
+    # The pretraining part: a checkpoint every 2 epochs + last, and vectors extracted with it.
+    run = tmp_path / "demo" / "pretrain" / "tune_plus-small"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "epoch=00001.ckpt", "epoch=00003.ckpt", "epoch=00005.ckpt", "last.ckpt"]
+    assert len(list((tmp_path / "demo" / "vectors" / "tune_plus-small-pretrained").rglob("*.npy"))) == 6
+    assert "NT-Xent loss" in result.output and (run / "loss.png").is_file()
     # The probe half: smoke grids trained, best configs picked, report written.
     table = (tmp_path / "demo" / "probe-report" / "results.md").read_text()
     assert "| synthetic |" in table and "GTZAN acc" in table
