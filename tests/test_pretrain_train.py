@@ -179,12 +179,15 @@ def test_checkpoint_extracts_and_resumes_exactly(tmp_path, audio_dir):
     assert {"model.projector.0.weight", "model.projector.2.weight"} <= keys
     assert all(k.startswith(("model.encoder.", "model.projector.")) for k in keys)
     assert a["state_dict"]["model.projector.2.weight"].shape == (64, 16)
+    # CLMR's load_encoder_checkpoint: Lightning file -> keys *containing* "model.encoder.", substring
+    # deleted; the result must be exactly an encoder state_dict (it then adds its dummy fc).
+    original = {k.replace("model.encoder.", ""): v for k, v in a["state_dict"].items() if "model.encoder." in k}
+    assert "pytorch-lightning_version" in a
     # `tunemir extract --checkpoint` reads it; vectors equal the encoder's own output.
     from tunemir.models import build_model, config_from_dict
 
     encoder = build_model("clmr", config_from_dict("clmr", json.loads(TINY_CLMR)))
-    encoder.load_state_dict({k[len("model.encoder."):]: v for k, v in a["state_dict"].items()
-                             if k.startswith("model.encoder.")})
+    encoder.load_state_dict(original, strict=True)
     out = tmp_path / "vectors"
     result = CliRunner().invoke(main, ["extract", "clmr", str(audio_dir), str(out), "--checkpoint",
                                        str(straight / "checkpoints" / "epoch=00001.ckpt")])
