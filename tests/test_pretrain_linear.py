@@ -12,7 +12,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from tunemir.audio import FRAME_LENGTH
 from tunemir.cli import main
 from tunemir.pretrain.data import AudioCache
-from tunemir.pretrain.linear import clip_metrics, clip_predictions, fixed_crop_starts, full_frames
+from tunemir.pretrain.linear import (
+    clip_metrics, clip_predictions, fixed_crop_starts, full_frames, map_test_frames,
+)
 from tunemir.probe.tasks import Task
 from tunemir.testing import TINY_CONFIGS, save_tiny_checkpoint, tiny_model, write_processed_audio
 
@@ -41,6 +43,10 @@ def test_test_frames_keep_every_full_frame_and_pad_short_clips(tmp_path):
             expected = np.zeros((1, FRAME_LENGTH))
             expected[0, : len(clip)] = clip / 32768
         np.testing.assert_allclose(mine, expected, rtol=0, atol=1e-7)
+    # Streamed two clips at a time (as the evaluation does for large test sets): the same rows.
+    heads, chunked_owners = map_test_frames(lambda f: f[:, :5], cache, chunk=2)
+    np.testing.assert_array_equal(heads, frames[:, :5])
+    np.testing.assert_array_equal(chunked_owners, owners)
 
 
 def test_fixed_crops_are_in_range_and_frozen():

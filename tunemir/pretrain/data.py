@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from tqdm import tqdm
 
 from tunemir.audio import FRAME_LENGTH, SAMPLE_RATE, AudioDecodeError, load_mono
-from tunemir.fileio import atomic_dir
+from tunemir.fileio import atomic_dir, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,8 @@ def build_cache(sources: list[tuple[str, Path]], cache_root: Path, name: str,
         cache = AudioCache.open(folder)
         log.info("audio cache %s: %d clips (reused)", folder, len(cache))
         return cache
+    if Path(cache_root).is_dir():
+        remove_stale_temps(Path(cache_root))  # half-built caches of killed runs
     if workers is None:  # starting worker processes costs seconds: only worth it for real datasets
         workers = 1 if len(sources) < 64 else max(1, min(8, os.cpu_count() or 1))
     uids, lengths, failed = [], [], {}

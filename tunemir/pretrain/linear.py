@@ -58,15 +58,16 @@ def crop(cache: AudioCache, index: int, start: int, frame_length: int = FRAME_LE
     return out
 
 
-def full_frames(cache: AudioCache) -> tuple[np.ndarray, np.ndarray]:
-    """Every full frame of every clip, stacked (M, frame_length), and each frame's clip index.
+def full_frames(cache: AudioCache, indices: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every full frame of each clip (all, or `indices`), stacked (M, frame_length), and each
+    frame's clip index.
 
     Only an incomplete tail is dropped (CLMR drops the last frame even when it is complete,
     and fails on clips of fewer than two frames); a clip shorter than a frame is zero-padded
     to one frame, so every clip is scored with its own label.
     """
     frames, owners = [], []
-    for index in range(len(cache)):
+    for index in range(len(cache)) if indices is None else indices:
         clip_frames = frame_signal(cache.clip(index))
         frames.append(clip_frames)
         owners.append(np.full(len(clip_frames), index))
@@ -82,6 +83,32 @@ def encode(encoder: nn.Module, frames: np.ndarray, device: torch.device, batch_s
     out = [model(torch.from_numpy(frames[i: i + batch_size]).to(device)[:, None]).float().cpu()
            for i in range(0, len(frames), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, encoder.layer_dims[0]), np.float32)
+
+
+def fixed_crops(cache: AudioCache, starts: np.ndarray, begin: int = 0, end: int | None = None) -> np.ndarray:
+    """The crops of clips `begin:end`, stacked (n, frame_length)."""
+    end = len(starts) if end is None else min(end, len(starts))
+    return np.stack([crop(cache, i, int(starts[i])) for i in range(begin, end)])
+
+
+def encode_crops(encoder: nn.Module, cache: AudioCache, starts: np.ndarray, device: torch.device,
+                 chunk: int = 256) -> np.ndarray:
+    """Representations of each clip's crop, cut `chunk` clips at a time (MTT's train crops
+    would take 4.4 GB at once)."""
+    return np.concatenate([encode(encoder, fixed_crops(cache, starts, i, i + chunk), device)
+                           for i in range(0, len(starts), chunk)])
+
+
+def map_test_frames(fn: Callable[[np.ndarray], np.ndarray], cache: AudioCache,
+                    chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """`fn` (frames (M, T) -> (M, K)) over every full frame of every clip, `chunk` clips at a
+    time (MTT's test frames would take 12 GB at once): (outputs, each row's clip index)."""
+    outputs, owners = [], []
+    for begin in range(0, len(cache), chunk):
+        frames, clips = full_frames(cache, range(begin, min(begin + chunk, len(cache))))
+        outputs.append(fn(frames))
+        owners.append(clips)
+    return np.concatenate(outputs), np.concatenate(owners)
 
 
 def clip_predictions(frame_logits: np.ndarray, owners: np.ndarray, n_clips: int, multilabel: bool) -> np.ndarray:
@@ -218,10 +245,7 @@ def linear_evaluation(
     loss_fn = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
     y = {s: torch.from_numpy(targets[s]) for s in SPLITS}
     starts = {s: fixed_crop_starts(caches[s].lengths, settings.seed + i) for i, s in enumerate(("train", "valid"))}
-    fixed = {s: np.stack([crop(caches[s], i, int(starts[s][i])) for i in range(len(caches[s]))])
-             for s in ("train", "valid")}
     gen = torch.Generator().manual_seed(settings.seed)
-    frames, owners = full_frames(caches["test"])
     if settings.supervised:
         net = SupervisedModel(encoder, task.num_outputs).to(dev)
         lr = settings.learning_rate or 3e-4
@@ -229,22 +253,29 @@ def linear_evaluation(
                                     weight_decay=settings.weight_decay)
         train_cache = caches["train"]
 
-        def train_batches(epoch):  # a fresh random crop of every clip each epoch
+        def train_batches(epoch):  # a fresh random crop of every clip each epoch, cut batch by batch
             crops = fixed_crop_starts(train_cache.lengths, settings.seed * 1000 + epoch + 1)
-            audio = torch.from_numpy(np.stack([crop(train_cache, i, int(s)) for i, s in enumerate(crops)]))
-            return _batches(audio[:, None], y["train"], settings.batch_size, gen)
+            order = torch.randperm(len(crops), generator=gen)
+            for i in range(0, len(order), settings.batch_size):
+                rows = order[i: i + settings.batch_size]
+                audio = np.stack([crop(train_cache, int(r), int(crops[r])) for r in rows])
+                yield torch.from_numpy(audio)[:, None], y["train"][rows]
 
-        valid_x = torch.from_numpy(fixed["valid"])[:, None]
+        valid_x = torch.from_numpy(fixed_crops(caches["valid"], starts["valid"]))[:, None]
         history = fit(net, train_batches, lambda: _batches(valid_x, y["valid"], settings.batch_size, None),
                       loss_fn, optimizer, 0.2, settings, dev)
         net.eval()
-        with torch.no_grad():
-            logits = torch.cat([net(torch.from_numpy(frames[i: i + 32]).to(dev)[:, None]).float().cpu()
-                                for i in range(0, len(frames), 32)]).numpy()
+
+        @torch.no_grad()
+        def net_logits(frames):
+            return torch.cat([net(torch.from_numpy(frames[i: i + 32]).to(dev)[:, None]).float().cpu()
+                              for i in range(0, len(frames), 32)]).numpy()
+
+        logits, owners = map_test_frames(net_logits, caches["test"])
         weights, head_dim = net.state_dict(), encoder.layer_dims[0]
     else:
-        features = {s: torch.from_numpy(encode(encoder, fixed[s], dev)) for s in ("train", "valid")}
-        test_features = torch.from_numpy(encode(encoder, frames, dev))
+        features = {s: torch.from_numpy(encode_crops(encoder, caches[s], starts[s], dev)) for s in ("train", "valid")}
+        test_features, owners = map_test_frames(lambda frames: encode(encoder, frames, dev), caches["test"])
         head_dim = features["train"].shape[1]
         head = _head(head_dim, task.num_outputs, settings.mlp).to(dev)
         lr = settings.learning_rate or 1e-3
@@ -254,7 +285,7 @@ def linear_evaluation(
                       loss_fn, optimizer, 0.1, settings, dev)
         head.eval()
         with torch.no_grad():
-            logits = head(test_features.to(dev)).float().cpu().numpy()
+            logits = head(torch.from_numpy(test_features).to(dev)).float().cpu().numpy()
         weights = head.state_dict()
     predictions = clip_predictions(logits, owners, len(caches["test"]), multilabel)
     metrics = clip_metrics(targets["test"], predictions, multilabel)
@@ -266,7 +297,7 @@ def linear_evaluation(
     result = {
         "protocol": "clmr-linear-evaluation", "dataset": dataset, "checkpoint": str(checkpoint) if checkpoint else None,
         "model": model, "feature_dim": int(head_dim), "settings": {**dataclasses.asdict(settings), "learning_rate": lr},
-        "test": metrics, "test_clips": len(caches["test"]), "test_frames": len(frames),
+        "test": metrics, "test_clips": len(caches["test"]), "test_frames": len(owners),
         "clips": {s: len(caches[s]) for s in SPLITS},
         "clips_shorter_than_a_frame": {s: int((caches[s].lengths < FRAME_LENGTH).sum()) for s in SPLITS},
         "files_failed": {s: caches[s].failed for s in SPLITS}, "epochs": len(history),
