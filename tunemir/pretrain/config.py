@@ -126,16 +126,8 @@ def _coerce(cls, key: str, value, where: str):
 
 
 def _build(cls, values: dict, where: str):
-    defaults = cls()
-    merged = {}
-    for key, value in values.items():
-        merged[key] = _coerce(cls, key, value, where)
-        default = getattr(defaults, key)
-        if dataclasses.is_dataclass(default) and isinstance(merged[key], type(default)):
-            # A partial nested mapping keeps the other nested defaults.
-            given = {k: getattr(merged[key], k) for k in value}
-            merged[key] = dataclasses.replace(default, **given)
-    return cls(**merged)
+    # Fields not given keep their defaults, in nested configurations too.
+    return cls(**{key: _coerce(cls, key, value, where) for key, value in values.items()})
 
 
 def load_config(path: Path | str | None = None, overrides: dict | None = None,

@@ -3,6 +3,7 @@ crop pairs drawn from it, reproducible from (seed, epoch, clip) alone so resumed
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,16 +33,31 @@ class PretrainDataError(ValueError):
     """Training audio that cannot be used; the message says which and what to do."""
 
 
-def dataset_sources(datasets_dir: Path, dataset: str, splits: str) -> list[tuple[str, Path]]:
-    """(uid, wav path) of a processed dataset's clips in `splits` (comma-separated), sorted by uid."""
+def data_roots(datasets_dir: Path | str | None, audio_cache_dir: Path | str | None) -> tuple[Path, Path]:
+    """(processed datasets, decoded-audio caches), by default inside `$TUNEMIR_CACHE_DIR`."""
+    from tunemir.probe.data import cache_dir
+
+    return (Path(datasets_dir) if datasets_dir else cache_dir() / "processed",
+            Path(audio_cache_dir) if audio_cache_dir else cache_dir() / "audio-cache")
+
+
+def load_meta(datasets_dir: Path, dataset: str) -> dict:
+    """A processed dataset's meta.json; a clear error when it has not been processed."""
     meta_path = Path(datasets_dir) / dataset / "meta.json"
     if not meta_path.is_file():
         raise PretrainDataError(
             f"{meta_path} not found: process the {dataset!r} dataset first (see the README, "
             f"'Datasets'), pass --datasets_dir, or train on a folder with --audio_dir"
         )
+    return json.loads(meta_path.read_text())
+
+
+def dataset_sources(datasets_dir: Path, dataset: str, splits: str, meta: dict | None = None) -> list[tuple[str, Path]]:
+    """(uid, wav path) of a processed dataset's clips in `splits` (comma-separated), sorted by
+    uid. `meta` is its meta.json when the caller has already read it."""
+    meta_path = Path(datasets_dir) / dataset / "meta.json"
+    meta = load_meta(datasets_dir, dataset) if meta is None else meta
     wanted = {s.strip() for s in splits.split(",") if s.strip()}
-    meta = json.loads(meta_path.read_text())
     uids = sorted(uid for uid, entry in meta.items() if entry.get("split") in wanted)
     if not uids:
         found = sorted({str(entry.get("split")) for entry in meta.values()})
@@ -139,9 +155,9 @@ def build_cache(sources: list[tuple[str, Path]], cache_root: Path, name: str,
     uids, lengths, failed = [], [], {}
     with atomic_dir(folder) as tmp, open(tmp / "audio.i16", "wb") as out:
         paths = [path for _, path in sources]
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(workers) if workers > 1 else _InProcess() as pool:
-            results = pool.imap(_decode, paths, chunksize=4)
+        with contextlib.ExitStack() as stack:
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers)) if workers > 1 else None
+            results = pool.imap(_decode, paths, chunksize=4) if pool else map(_decode, paths)
             for (uid, path), audio in tqdm(zip(sources, results), total=len(sources), disable=not progress,
                                            desc="decoding audio", unit="file"):
                 if isinstance(audio, str):
@@ -159,17 +175,6 @@ def build_cache(sources: list[tuple[str, Path]], cache_root: Path, name: str,
         log.warning("%d of %d files could not be decoded and are left out (listed in %s)",
                     len(failed), len(sources), folder / "index.json")
     return AudioCache.open(folder)
-
-
-class _InProcess:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def imap(self, fn, items, chunksize=1):
-        return map(fn, items)
 
 
 def _seed(*parts: int) -> int:

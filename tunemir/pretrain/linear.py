@@ -20,7 +20,7 @@ from torch import nn
 from tunemir import __version__
 from tunemir.audio import FRAME_LENGTH, frame_signal
 from tunemir.fileio import atomic_path
-from tunemir.pretrain.data import AudioCache, build_cache, dataset_sources
+from tunemir.pretrain.data import AudioCache, build_cache, data_roots, dataset_sources, load_meta
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
@@ -52,10 +52,8 @@ def fixed_crop_starts(lengths: np.ndarray, seed: int, frame_length: int = FRAME_
 
 def crop(cache: AudioCache, index: int, start: int, frame_length: int = FRAME_LENGTH) -> np.ndarray:
     """`frame_length` samples of a clip from `start`, zero-padded when the clip is shorter."""
-    out = np.zeros(frame_length, np.float32)
-    audio = cache.clip(index, start, min(frame_length, int(cache.lengths[index]) - start))
-    out[: len(audio)] = audio
-    return out
+    return frame_signal(cache.clip(index, start, min(frame_length, int(cache.lengths[index]) - start)),
+                        frame_length)[0]
 
 
 def full_frames(cache: AudioCache, indices: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -75,14 +73,10 @@ def full_frames(cache: AudioCache, indices: Iterable[int] | None = None) -> tupl
 
 
 @torch.no_grad()
-def encode(encoder: nn.Module, frames: np.ndarray, device: torch.device, batch_size: int = 32) -> np.ndarray:
-    """Representations of frames (M, T) -> (M, D), in eval mode."""
-    from tunemir.models.base import InferenceEncoder
-
-    model = InferenceEncoder(encoder).to(device).eval()
-    out = [model(torch.from_numpy(frames[i: i + batch_size]).to(device)[:, None]).float().cpu()
-           for i in range(0, len(frames), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, encoder.layer_dims[0]), np.float32)
+def run_frames(model: nn.Module, frames: np.ndarray, device: torch.device, batch_size: int = 32) -> np.ndarray:
+    """An eval-mode model (encoder or encoder + classifier) over frames (M, T) -> (M, K)."""
+    return torch.cat([model(torch.from_numpy(frames[i: i + batch_size]).to(device)[:, None]).float().cpu()
+                      for i in range(0, len(frames), batch_size)]).numpy()
 
 
 def fixed_crops(cache: AudioCache, starts: np.ndarray, begin: int = 0, end: int | None = None) -> np.ndarray:
@@ -91,11 +85,11 @@ def fixed_crops(cache: AudioCache, starts: np.ndarray, begin: int = 0, end: int 
     return np.stack([crop(cache, i, int(starts[i])) for i in range(begin, end)])
 
 
-def encode_crops(encoder: nn.Module, cache: AudioCache, starts: np.ndarray, device: torch.device,
+def encode_crops(model: nn.Module, cache: AudioCache, starts: np.ndarray, device: torch.device,
                  chunk: int = 256) -> np.ndarray:
     """Representations of each clip's crop, cut `chunk` clips at a time (MTT's train crops
     would take 4.4 GB at once)."""
-    return np.concatenate([encode(encoder, fixed_crops(cache, starts, i, i + chunk), device)
+    return np.concatenate([run_frames(model, fixed_crops(cache, starts, i, i + chunk), device)
                            for i in range(0, len(starts), chunk)])
 
 
@@ -214,23 +208,21 @@ def linear_evaluation(
     """
     from tunemir.extract import resolve_device
     from tunemir.models import build_model, config_from_dict, load_encoder
-    from tunemir.probe.data import cache_dir
+    from tunemir.models.base import InferenceEncoder
     from tunemir.probe.tasks import load_task
 
     started = time.perf_counter()
     dev = resolve_device(device)
-    root = cache_dir()
-    datasets = Path(datasets_dir) if datasets_dir else root / "processed"
-    caches_root = Path(audio_cache_dir) if audio_cache_dir else root / "audio-cache"
+    datasets, caches_root = data_roots(datasets_dir, audio_cache_dir)
     task = load_task(dataset, datasets / dataset)
     if task.output_type == "regression":
         raise ValueError(f"{dataset} is a regression task; the CLMR protocol covers tagging and classification "
                          f"(use `tunemir probe` for it)")
     multilabel = task.output_type == "multilabel"
-    meta = json.loads((datasets / dataset / "meta.json").read_text())
+    meta = load_meta(datasets, dataset)
     caches, targets = {}, {}
     for split in SPLITS:
-        caches[split] = build_cache(dataset_sources(datasets, dataset, split), caches_root, f"{dataset}-{split}")
+        caches[split] = build_cache(dataset_sources(datasets, dataset, split, meta), caches_root, f"{dataset}-{split}")
         targets[split] = np.stack([task.encode(uid, meta[uid]["y"]) for uid in caches[split].uids])
     torch.manual_seed(settings.seed)
     if settings.supervised:
@@ -265,17 +257,12 @@ def linear_evaluation(
         history = fit(net, train_batches, lambda: _batches(valid_x, y["valid"], settings.batch_size, None),
                       loss_fn, optimizer, 0.2, settings, dev)
         net.eval()
-
-        @torch.no_grad()
-        def net_logits(frames):
-            return torch.cat([net(torch.from_numpy(frames[i: i + 32]).to(dev)[:, None]).float().cpu()
-                              for i in range(0, len(frames), 32)]).numpy()
-
-        logits, owners = map_test_frames(net_logits, caches["test"])
+        logits, owners = map_test_frames(lambda frames: run_frames(net, frames, dev), caches["test"])
         weights, head_dim = net.state_dict(), encoder.layer_dims[0]
     else:
-        features = {s: torch.from_numpy(encode_crops(encoder, caches[s], starts[s], dev)) for s in ("train", "valid")}
-        test_features, owners = map_test_frames(lambda frames: encode(encoder, frames, dev), caches["test"])
+        frozen = InferenceEncoder(encoder).to(dev).eval()  # built once: BN folded, channels-last
+        features = {s: torch.from_numpy(encode_crops(frozen, caches[s], starts[s], dev)) for s in ("train", "valid")}
+        test_features, owners = map_test_frames(lambda frames: run_frames(frozen, frames, dev), caches["test"])
         head_dim = features["train"].shape[1]
         head = _head(head_dim, task.num_outputs, settings.mlp).to(dev)
         lr = settings.learning_rate or 1e-3

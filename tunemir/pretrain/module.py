@@ -23,10 +23,10 @@ from tunemir.audio import FRAME_LENGTH
 from tunemir.fileio import atomic_path
 from tunemir.models import build_model, config_from_dict
 from tunemir.pretrain.augment import CLMRAugment
-from tunemir.pretrain.config import PretrainConfig, load_config
+from tunemir.pretrain.config import PretrainConfig, dump_config, load_config
 from tunemir.pretrain.contrastive import Projector, nt_xent
 from tunemir.pretrain.data import (
-    AudioCache, CropPairs, EpochSampler, augment_seed, build_cache, dataset_sources, folder_sources,
+    AudioCache, CropPairs, EpochSampler, augment_seed, build_cache, data_roots, dataset_sources, folder_sources,
 )
 
 log = logging.getLogger(__name__)
@@ -103,24 +103,25 @@ class PretrainData(pl.LightningDataModule):
         super().__init__()
         self.config = config
         self.dataset: CropPairs | None = None
+        self._opened: AudioCache | None = None
 
     def _cache(self) -> AudioCache:
-        from tunemir.probe.data import cache_dir
-
-        c = self.config
-        root = Path(c.audio_cache_dir) if c.audio_cache_dir else cache_dir() / "audio-cache"
-        if c.audio_dir:
-            sources, name = folder_sources(Path(c.audio_dir)), Path(c.audio_dir).name
-        else:
-            datasets = Path(c.datasets_dir) if c.datasets_dir else cache_dir() / "processed"
-            sources, name = dataset_sources(datasets, c.dataset, c.split), f"{c.dataset}-{c.split}"
-        return build_cache(sources, root, name.replace(",", "+"))
+        """The decoded audio, built on first use in this process (listing and fingerprinting
+        the sources takes a stat per file, so it is done once)."""
+        if self._opened is None:
+            c = self.config
+            datasets, root = data_roots(c.datasets_dir, c.audio_cache_dir)
+            if c.audio_dir:
+                sources, name = folder_sources(Path(c.audio_dir)), Path(c.audio_dir).name
+            else:
+                sources, name = dataset_sources(datasets, c.dataset, c.split), f"{c.dataset}-{c.split}"
+            self._opened = build_cache(sources, root, name.replace(",", "+"))
+        return self._opened
 
     def summary(self) -> dict:
-        """Clip counts for run.json (the cache is reopened: with ddp_spawn, setup ran elsewhere)."""
-        cache = self._cache()
-        short = int((cache.lengths < FRAME_LENGTH).sum())
-        return {"clips": len(cache) - short, "clips_excluded_short": short, "files_failed": cache.failed}
+        """Clip counts for run.json (computed here: with ddp_spawn, setup ran in other processes)."""
+        pairs = CropPairs(self._cache(), self.config.seed)
+        return {"clips": len(pairs), "clips_excluded_short": pairs.excluded, "files_failed": pairs.cache.failed}
 
     def prepare_data(self) -> None:
         self._cache()
@@ -212,8 +213,6 @@ def train(config: PretrainConfig, resume: str | Path | None = None, progress: bo
     saved optimizer state; crops, shuffles and augmentations depend only on (seed, epoch,
     step), so a resumed run repeats what the uninterrupted run would have done.
     """
-    from tunemir.pretrain.config import dump_config
-
     folder = run_dir(config)
     ckpt_path = resolve_resume(config, resume)
     folder.mkdir(parents=True, exist_ok=True)
