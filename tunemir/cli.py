@@ -10,6 +10,7 @@ import click
 
 from tunemir import __version__
 from tunemir.checkpoints import CheckpointError
+from tunemir.datasets.cli import data
 from tunemir.demo import PRETRAIN_CLIPS, PRETRAIN_EPOCHS, run_demo, run_pretrain_demo, run_probe_demo
 from tunemir.extract import ExtractUsageError
 from tunemir.extract import extract as run_extract
@@ -111,6 +112,7 @@ def demo(output_dir: Path, workers: int | None) -> None:
         sys.exit(1)
 
 
+main.add_command(data)
 main.add_command(probe)
 main.add_command(train)
 main.add_command(evaluate)

@@ -88,8 +88,9 @@ def load_probe_data(dataset: str, representation: str, dirs: ProbeDirs) -> Probe
     except json.JSONDecodeError as err:
         raise ProbeDataError(f"{dataset}: {meta_path} is not valid JSON ({err}); re-process the dataset.") from None
     task = load_task(dataset, dirs.dataset(dataset))
-    feature_dir = dirs.features(dataset, representation)
-    fix_features = (f"extract them into {feature_dir} (tunemir extract MODEL {dirs.dataset(dataset) / 'wav'} "
+    audio = task.audio_from or dataset
+    feature_dir = dirs.features(audio, representation)
+    fix_features = (f"extract them into {feature_dir} (tunemir extract MODEL {dirs.dataset(audio) / 'wav'} "
                     f"{feature_dir}) or pass --representations-dir")
     split_uids: dict[str, list[str]] = {s: [] for s in SPLITS}
     for uid, entry in meta.items():

@@ -34,7 +34,8 @@ class Task:
 
     `key_score` (multiclass over `KEY_LABELS` only) turns on jukemir's GiantSteps metrics:
     clips are grouped into songs by the uid prefix before the first "-", and songs are scored
-    with mir_eval's weighted key score.
+    with mir_eval's weighted key score. `audio_from` names the dataset whose features the
+    task reads, for several tasks over the same audio (the synthetic corpus's three tasks).
     """
 
     name: str
@@ -42,6 +43,8 @@ class Task:
     num_outputs: int
     labels: tuple[str, ...] | None = None
     key_score: bool = False
+    #: Another dataset whose audio (and so whose extracted features) this task labels.
+    audio_from: str | None = None
 
     def __post_init__(self):
         where = f"task {self.name!r}"
@@ -105,13 +108,13 @@ def load_task(dataset: str, dataset_dir: Path | None = None) -> Task:
     """The task of `dataset`: its `task.json` beside meta.json if present, else a built-in task.
 
     task.json: `{"output_type": "multiclass"|"multilabel"|"regression", "labels": [...] or null,
-    "num_outputs": N, "key_score": false}` (`key_score` optional).
+    "num_outputs": N, "key_score": false, "audio_from": "other_dataset"}` (the last two optional).
     """
     path = Path(dataset_dir) / TASK_FILE if dataset_dir is not None else None
     if path is not None and path.is_file():
         try:
             spec = json.loads(path.read_text())
-            unknown = set(spec) - {"output_type", "labels", "num_outputs", "key_score"}
+            unknown = set(spec) - {"output_type", "labels", "num_outputs", "key_score", "audio_from"}
             if unknown:
                 raise TaskError(f"unknown field(s) {', '.join(sorted(unknown))}")
             labels = spec.get("labels")
@@ -119,7 +122,8 @@ def load_task(dataset: str, dataset_dir: Path | None = None) -> Task:
             if num_outputs is None:
                 raise TaskError("num_outputs is required when labels is null")
             return Task(dataset, spec.get("output_type"), int(num_outputs),
-                        tuple(labels) if labels is not None else None, bool(spec.get("key_score", False)))
+                        tuple(labels) if labels is not None else None, bool(spec.get("key_score", False)),
+                        spec.get("audio_from"))
         except (json.JSONDecodeError, TypeError, TaskError) as err:
             raise TaskError(f"{path}: {err}. Fix the file; its format is described in the README "
                             "(section 'Probing your own dataset').") from None

@@ -1,0 +1,167 @@
+"""Every file the four jukemir datasets are built from: where it lives, where to fetch it, its checksum.
+
+URLs and checksums are jukemir's asset tables (`jukemir/assets/*.json`, Castellon et al. 2021).
+GiantSteps audio is one MP3 per track; its md5 is the `md5/<id>.LOFI.md5` file of the
+track's annotation archive (the same values jukemir's table lists), so the MP3 assets are
+derived from the verified archives rather than retyped here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import zipfile
+from pathlib import Path
+
+#: Datasets with a registry, in jukemir's names (also their folders under processed/).
+DATASETS = ("gtzan_ff", "magnatagatune", "giantsteps_clips", "emomusic")
+#: Set to a base URL to try `<mirror>/<asset path>` before the registry's URLs.
+MIRROR_ENV = "TUNEMIR_DATA_MIRROR"
+#: `TUNEMIR_URL_<TAG>` overrides one asset's URL (tried first).
+URL_ENV_PREFIX = "TUNEMIR_URL_"
+
+_DNN_MGR = "https://raw.githubusercontent.com/coreyker/dnn-mgr/bdad579ea6cb37b665ea6019fe1026a6ce20cbc7/gtzan"
+_MTT = "http://mi.soi.city.ac.uk/datasets/magnatagatune"
+_EMO = "http://cvml.unige.ch/databases/emoMusic"
+_JKU = "http://www.cp.jku.at/datasets/giantsteps"
+GIANTSTEPS_ARCHIVES = {
+    # tag: (repository, commit, folder of its MP3 backup on the JKU server)
+    "GIANTSTEPS_MTG_KEY_ANNOTATIONS": ("giantsteps-mtg-key-dataset", "fd7b8c584f7bd6d720d170c325a6d42c9bf75a6b",
+                                       "mtg_key_backup"),
+    "GIANTSTEPS_KEY_ANNOTATIONS": ("giantsteps-key-dataset", "c8cb8aad2cb53f165be51ea099d0dc75c64a844f", "backup"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Asset:
+    """One downloadable file. `path` is relative to the datasets root (`<cache>/datasets`);
+    `urls` are tried in order (the first is the original host, later ones known mirrors);
+    `checksum` is hex md5 (32 digits), sha1 (40) or sha256 (64), chosen by its length as
+    jukemir does. An `optional` asset's failure is reported but does not fail the dataset."""
+
+    tag: str
+    path: str
+    urls: tuple[str, ...]
+    checksum: str
+    optional: bool = False
+
+    @property
+    def algorithm(self) -> str:
+        return checksum_algorithm(self.checksum)
+
+
+def checksum_algorithm(checksum: str) -> str:
+    """md5, sha1 or sha256 by the length of the hex digest."""
+    try:
+        return {32: "md5", 40: "sha1", 64: "sha256"}[len(checksum)]
+    except KeyError:
+        raise ValueError(f"checksum {checksum!r} is not a hex md5, sha1 or sha256 digest") from None
+
+
+def file_checksum(path: Path, algorithm: str, chunk: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_STATIC = {
+    "gtzan_ff": (
+        Asset("GTZAN", "gtzan_ff/genres.tar.gz", (
+            "http://opihi.cs.uvic.ca/sound/genres.tar.gz",  # dead since ~2022
+            "https://web.archive.org/web/20211207012050/http://opihi.cs.uvic.ca/sound/genres.tar.gz",
+        ), "24347e0223d2ba798e0a558c4c172d9d4a19c00bb7963fe055d183dadb4ef2c6"),
+        Asset("GTZAN_TRAIN", "gtzan_ff/train_filtered.txt", (f"{_DNN_MGR}/train_filtered.txt",),
+              "2b04966cef1486f1a7767b74271533fa23e220388db804a1937835e1fc4fa3fa"),
+        Asset("GTZAN_VALID", "gtzan_ff/valid_filtered.txt", (f"{_DNN_MGR}/valid_filtered.txt",),
+              "f8fbee7c52397a0e0f3a91dc54fedecb2e27f5bdc9a9daeab8cb10d077e26956"),
+        Asset("GTZAN_TEST", "gtzan_ff/test_filtered.txt", (f"{_DNN_MGR}/test_filtered.txt",),
+              "09cafa6a89ce0a27f30ed250d56ecb4d03c22fffb5a693f96c7ae655ee02ac72"),
+    ),
+    "magnatagatune": (
+        Asset("MAGNATAGATUNE_MP3_001", "magnatagatune/mp3.zip.001", (f"{_MTT}/mp3.zip.001",),
+              "f857fe185968773058cc71662c2ef5d8f2d4b7338e3c122cfd52f82dcb9760b9"),
+        Asset("MAGNATAGATUNE_MP3_002", "magnatagatune/mp3.zip.002", (f"{_MTT}/mp3.zip.002",),
+              "fc2e1ec441755556ed1398b1808f1b08b6034372f8bc27394510c0c58cdb52ce"),
+        Asset("MAGNATAGATUNE_MP3_003", "magnatagatune/mp3.zip.003", (f"{_MTT}/mp3.zip.003",),
+              "83a689824c17e82f6eb81cdbc4e4ca239a4cfc1fb41f1a5c80b861caec90450f"),
+        Asset("MAGNATAGATUNE_CLIP_METADATA", "magnatagatune/clip_info_final.csv", (f"{_MTT}/clip_info_final.csv",),
+              "cb6108a10d3a91f0bfd7d2fbec2382559d15f20c8d28093f14e12162a47a3e78"),
+        Asset("MAGNATAGATUNE_ANNOTATIONS", "magnatagatune/annotations_final.csv", (f"{_MTT}/annotations_final.csv",),
+              "99b94e95825d4fa576386a5367b9c96e0ec636e9f9c240aceb492f4728f68c3c"),
+    ),
+    "emomusic": (
+        Asset("EMOMUSIC_CLIPS", "emomusic/clips_45sec.tar.gz", (f"{_EMO}/clips_45sec.tar.gz",),
+              "3994a5d5fefc27f9540d1a69cd7f1294c68e6cb311ce49765021e2e9c7a1057b"),
+        Asset("EMOMUSIC_ANNOTATIONS", "emomusic/annotations.tar.gz", (f"{_EMO}/annotations.tar.gz",),
+              "e0cb0b06e1b0ce7f04b1572fc410937699b7fad9dae67ddaa745f06cda4b0b33"),
+        Asset("EMOMUSIC_MANUAL", "emomusic/dataset_manual.pdf", (f"{_EMO}/dataset_manual.pdf",),
+              "2bfc7f7cc58ac22283f54593ed5104a8210972fa182c1aca1da478e0dae77d44", optional=True),
+    ),
+    "giantsteps_clips": (
+        Asset("GIANTSTEPS_MTG_KEY_ANNOTATIONS", "giantsteps_clips/giantsteps-mtg-key-dataset.zip",
+              (f"https://github.com/GiantSteps/giantsteps-mtg-key-dataset/archive/{GIANTSTEPS_ARCHIVES['GIANTSTEPS_MTG_KEY_ANNOTATIONS'][1]}.zip",),
+              "c754c3fabbc0bf275d399028e212fa2c9c6680084bd003e3a283ae7b3ea22996"),
+        Asset("GIANTSTEPS_KEY_ANNOTATIONS", "giantsteps_clips/giantsteps-key-dataset.zip",
+              (f"https://github.com/GiantSteps/giantsteps-key-dataset/archive/{GIANTSTEPS_ARCHIVES['GIANTSTEPS_KEY_ANNOTATIONS'][1]}.zip",),
+              "7749bee0f919b0f53db2c540fa6707f322b82a5d140e453f10f9af7875ad5bb8"),
+    ),
+}
+
+
+def static_assets(dataset: str) -> tuple[Asset, ...]:
+    """The assets of `dataset` known before anything is downloaded."""
+    if dataset not in _STATIC:
+        raise ValueError(f"unknown dataset {dataset!r}; the registry has {', '.join(DATASETS)}")
+    return _STATIC[dataset]
+
+
+def asset(tag: str) -> Asset:
+    """The static asset with this tag."""
+    for assets in _STATIC.values():
+        for a in assets:
+            if a.tag == tag:
+                return a
+    raise KeyError(f"no asset tagged {tag!r}")
+
+
+_MD5_NAME = re.compile(r"(?:^|/)md5/0*(\d+)\.LOFI\.md5$")
+
+
+def giantsteps_audio_assets(datasets_root: Path) -> tuple[Asset, ...]:
+    """One asset per GiantSteps MP3, its md5 read from the (already verified) annotation archive.
+
+    Tags follow jukemir (`GIANTSTEPS_MTG_KEY_<id>` for the train/valid songs, `GIANTSTEPS_KEY_<id>`
+    for the test songs); files go to `giantsteps_clips/audio/<id>.LOFI.mp3`.
+    """
+    out = []
+    for archive_tag, (_, _, backup) in GIANTSTEPS_ARCHIVES.items():
+        prefix = archive_tag.removesuffix("ANNOTATIONS")
+        with zipfile.ZipFile(datasets_root / asset(archive_tag).path) as archive:
+            for name in sorted(archive.namelist()):
+                match = _MD5_NAME.search(name)
+                if match:
+                    track = int(match.group(1))
+                    checksum = archive.read(name).decode().split()[0].lower()
+                    out.append(Asset(f"{prefix}{track}", f"giantsteps_clips/audio/{track}.LOFI.mp3",
+                                     (f"{_JKU}/{backup}/{track}.LOFI.mp3",), checksum))
+    return tuple(out)
+
+
+def candidate_urls(a: Asset, overrides: dict[str, str] | None = None, mirror: str | None = None) -> list[str]:
+    """The URLs to try for `a`, best first: a per-asset override (argument, else the
+    `TUNEMIR_URL_<TAG>` variable), then `<mirror>/<path>` (argument, else `$TUNEMIR_DATA_MIRROR`),
+    then the registry's own URLs."""
+    urls = []
+    override = (overrides or {}).get(a.tag) or os.environ.get(URL_ENV_PREFIX + a.tag)
+    if override:
+        urls.append(override)
+    mirror = mirror or os.environ.get(MIRROR_ENV)
+    if mirror:
+        urls.append(f"{mirror.rstrip('/')}/{a.path}")
+    urls += [u for u in a.urls if u not in urls]
+    return urls
