@@ -77,8 +77,11 @@ def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch):
         "epoch=00001.ckpt", "epoch=00003.ckpt", "epoch=00005.ckpt", "last.ckpt"]
     assert len(list((tmp_path / "demo" / "vectors" / "tune_plus-small-pretrained").rglob("*.npy"))) == 6
     assert "NT-Xent loss" in result.output and (run / "loss.png").is_file()
-    # The probe half: smoke grids trained, best configs picked, report written.
+    # The probe half: the synthetic corpus's three tasks, features extracted once per representation.
     table = (tmp_path / "demo" / "probe-report" / "results.md").read_text()
-    assert "| synthetic |" in table and "GTZAN acc" in table
-    runs = tmp_path / "demo" / "probe-cache" / "probes" / "gtzan_ff" / "synthetic"
-    assert len([p for p in runs.iterdir() if p.is_dir()]) == 8
+    assert "| chroma |" in table and "| tune_plus-small |" in table and "synth_tempo r2" in table
+    cache = tmp_path / "demo" / "cache"
+    assert len(list((cache / "representations" / "synth" / "chroma").glob("*.npy"))) == 120
+    for task in ("synth_key", "synth_tags", "synth_tempo"):
+        runs = cache / "probes" / task / "tune_plus-small"
+        assert len([p for p in runs.iterdir() if p.is_dir()]) == 8

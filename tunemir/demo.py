@@ -23,7 +23,9 @@ DEMO_FILES = [
     ("ambient/blip_short.wav", 1.5, 22050, 1, "pcm16"),
 ]
 DEMO_MODELS = ("tune", "tune_plus", "clmr", "chroma", "mfcc")
-PRETRAIN_CLIPS, PRETRAIN_EPOCHS = 12, 6
+PRETRAIN_EPOCHS = 6
+#: Size of the demo's synthetic corpus (`tunemir data synth`): 70 % of it is the train split.
+SYNTH_CLIPS, SYNTH_SECONDS = 120, 6.0
 
 
 def write_demo_audio(folder: Path) -> list[Path]:
@@ -60,52 +62,68 @@ def run_demo(output_dir: Path, workers: int | None = None) -> list[dict]:
     return rows
 
 
+def demo_corpus(output_dir: Path) -> Path:
+    """The synthetic corpus of the demo (`tunemir data synth`, small); returns its processed root."""
+    from tunemir.datasets.synth import write_synth
+
+    processed = output_dir / "cache" / "processed"
+    write_synth(processed, clips=SYNTH_CLIPS, seconds=SYNTH_SECONDS)
+    return processed
+
+
 def run_pretrain_demo(output_dir: Path) -> dict:
-    """Contrastive pretraining end to end on synthetic clips: a small TUNe+ (2 base channels)
-    for a few epochs with the full augmentation chain, then extraction of the demo audio with
-    its checkpoint. Returns the run folder, the first and last epoch's loss and the vectors."""
+    """Contrastive pretraining end to end on the synthetic corpus's train split: a small TUNe+
+    (2 base channels) for a few epochs with the full augmentation chain, then extraction of the
+    demo audio with its checkpoint. Returns the run folder, the first and last epoch's loss,
+    the vectors and the checkpoint."""
     import json
 
     from tunemir.pretrain.config import load_config
     from tunemir.pretrain.module import read_loss, train
 
-    audio_dir, train_dir = output_dir / "audio", output_dir / "pretrain-audio"
+    audio_dir = output_dir / "audio"
     write_demo_audio(audio_dir)
-    for i in range(PRETRAIN_CLIPS):
-        if not (train_dir / f"clip{i:02d}.wav").exists():
-            write_audio(train_dir / f"clip{i:02d}.wav", 6.0, 22050, seed=100 + i)
+    processed = demo_corpus(output_dir)
     config = load_config(overrides={
         "model": "tune_plus", "encoder_config": json.dumps({"channels": 2, "out_channels": 16}),
-        "audio_dir": str(train_dir), "audio_cache_dir": str(output_dir / "audio-cache"),
-        "output_dir": str(output_dir / "pretrain"), "name": "tune_plus-small", "batch_size": 4,
-        "max_epochs": PRETRAIN_EPOCHS, "checkpoint_every_n_epochs": 2, "learning_rate": 1e-3, "num_workers": 0, "log_every_n_steps": 1,
+        "dataset": "synth", "split": "train", "datasets_dir": str(processed),
+        "audio_cache_dir": str(output_dir / "cache" / "audio-cache"),
+        "output_dir": str(output_dir / "pretrain"), "name": "tune_plus-small", "batch_size": 8,
+        "max_epochs": PRETRAIN_EPOCHS, "checkpoint_every_n_epochs": 2, "learning_rate": 1e-3, "num_workers": 0,
+        "log_every_n_steps": 1,
     })
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # device banners and tips
     folder = train(config, resume="last" if (output_dir / "pretrain" / "tune_plus-small" / "checkpoints"
                                               / "last.ckpt").is_file() else None, progress=False)
     _, _, _, epoch_loss = read_loss(folder / "csv")
     vectors = output_dir / "vectors" / "tune_plus-small-pretrained"
-    extract("tune_plus", audio_dir, vectors, checkpoint=folder / "checkpoints" / "last.ckpt", progress=False)
-    return {"run": folder, "first_loss": epoch_loss[0], "last_loss": epoch_loss[-1], "vectors": vectors}
+    checkpoint = folder / "checkpoints" / "last.ckpt"
+    extract("tune_plus", audio_dir, vectors, checkpoint=checkpoint, progress=False)
+    return {"run": folder, "first_loss": epoch_loss[0], "last_loss": epoch_loss[-1], "vectors": vectors,
+            "checkpoint": checkpoint}
 
 
-def run_probe_demo(output_dir: Path) -> dict:
-    """The probe job end to end on synthetic features: smoke grid on a GTZAN-shaped dataset and
-    an Emomusic-shaped one, best-on-valid selection, report. Returns the report's paths."""
-    from tunemir.probe import BUILTIN_TASKS, ProbeDirs, select_best, train_pending, write_grid
+def run_probe_demo(output_dir: Path, checkpoint: Path | None = None) -> dict:
+    """The probe job end to end on the synthetic corpus: extract chroma (and, given the pretraining
+    demo's checkpoint, the small TUNe+) from its audio, train the smoke grid of its three tasks
+    (key, instrument tags, tempo), pick the best config on valid and write the report."""
+    from tunemir.probe import ProbeDirs, load_task, select_best, train_pending, write_grid
     from tunemir.probe.report import build_report
-    from tunemir.testing import write_probe_dataset
 
-    root = output_dir / "probe-cache"
-    dirs = ProbeDirs(root / "processed", root / "representations", root / "probes")
-    sizes = {"train": 300, "valid": 100, "test": 100}
-    for dataset in ("gtzan_ff", "emomusic"):
-        if not (dirs.dataset(dataset) / "meta.json").exists():
-            write_probe_dataset(root, dataset, "synthetic", BUILTIN_TASKS[dataset], sizes, dim=32, seed=1)
-        write_grid(dataset, "synthetic", dirs, "smoke")
-        summary = train_pending(dataset, "synthetic", dirs, device="auto", progress=False)
-        best = select_best(dataset, "synthetic", dirs, split="test")
-        log.info("%s: %d configs trained (%d already), best on valid %s, test %s %.3f", dataset,
-                 len(summary.trained), summary.skipped, best["uid"][:10], BUILTIN_TASKS[dataset].primary,
-                 best["metrics"]["primary"])
+    processed = demo_corpus(output_dir)
+    cache = processed.parent
+    dirs = ProbeDirs(processed, cache / "representations", cache / "probes")
+    representations = {"chroma": {}}
+    if checkpoint is not None:
+        representations["tune_plus-small"] = {"checkpoint": checkpoint}
+    for rep, options in representations.items():
+        extract("tune_plus" if options else rep, processed / "synth" / "wav", dirs.features("synth", rep),
+                progress=False, **options)
+        for task in ("synth_key", "synth_tags", "synth_tempo"):
+            write_grid(task, rep, dirs, "smoke")
+            summary = train_pending(task, rep, dirs, device="auto", progress=False)
+            best = select_best(task, rep, dirs, split="test")
+            log.info("%s/%s: %d configs trained (%d already), best on valid %s, test %s %.3f", task, rep,
+                     len(summary.trained), summary.skipped, best["uid"][:10],
+                     load_task(task, dirs.dataset(task)).primary, best["metrics"]["primary"])
     return build_report(dirs, output_dir / "probe-report")

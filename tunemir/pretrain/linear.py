@@ -144,7 +144,7 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable], valid_batche
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            train_loss, seen = train_loss + float(loss) * len(x), seen + len(x)
+            train_loss, seen = train_loss + float(loss.detach()) * len(x), seen + len(x)
         model.eval()
         with torch.no_grad():
             total, count = 0.0, 0
