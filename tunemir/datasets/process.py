@@ -91,6 +91,11 @@ def decode_job(job: builders.Job, wav_dir: Path) -> list[tuple[str, int, int, st
     return out
 
 
+def decode_jobs(jobs: list[builders.Job], wav_dir: Path) -> list[tuple[str, int, int, str]]:
+    """`decode_job` over several jobs (one task per batch keeps the pool's overhead small)."""
+    return [result for job in jobs for result in decode_job(job, wav_dir)]
+
+
 def _reference(dataset: str, reference) -> dict | None:
     if reference is None:
         return None
@@ -150,7 +155,8 @@ def process_dataset(dataset: str, cache_root: Path, jobs: int | None = None, ref
 def _decode_all(todo: list[builders.Job], wav_dir: Path, jobs: int | None, progress: bool,
                 lengths: dict[str, tuple[int, int]]) -> dict[str, str]:
     failed: dict[str, str] = {}
-    workers = min(jobs or os.cpu_count() or 1, 8, max(1, len(todo)))
+    workers = jobs or (1 if len(todo) < 16 else min(os.cpu_count() or 1, 8))
+    workers = min(workers, max(1, len(todo)))
     bar = tqdm(total=sum(len(j.clips) for j in todo), unit="clip", desc="decode", disable=not progress,
                dynamic_ncols=True)
 
@@ -167,8 +173,12 @@ def _decode_all(todo: list[builders.Job], wav_dir: Path, jobs: int | None, progr
         for job in todo:
             record(decode_job(job, wav_dir))
     else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(decode_job, job, wav_dir) for job in todo]
+        # fork: spawned workers would re-import the CLI (and with it torch), seconds each; this
+        # command runs no torch code, so no thread pool exists to be copied in a bad state.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+            size = max(1, min(32, len(todo) // (4 * workers)))
+            futures = [pool.submit(decode_jobs, todo[i:i + size], wav_dir) for i in range(0, len(todo), size)]
             for future in as_completed(futures):
                 record(future.result())
     bar.close()
