@@ -66,10 +66,12 @@ def remove_stale_temps(folder: Path, min_age_s: float = 300.0) -> int:
     return len(stale)
 
 
-def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
+def file_digest(path: Path | str, algorithm: str = "sha256") -> str:
+    """Hex digest (md5, sha1, sha256, ...) of a file's bytes."""
     with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, algorithm).hexdigest()
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex sha256 of a file's bytes."""
+    return file_digest(path, "sha256")

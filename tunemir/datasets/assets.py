@@ -9,7 +9,6 @@ derived from the verified archives rather than retyped here.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 import zipfile
@@ -58,15 +57,6 @@ def checksum_algorithm(checksum: str) -> str:
         return {32: "md5", 40: "sha1", 64: "sha256"}[len(checksum)]
     except KeyError:
         raise ValueError(f"checksum {checksum!r} is not a hex md5, sha1 or sha256 digest") from None
-
-
-def file_checksum(path: Path, algorithm: str, chunk: int = 1 << 20) -> str:
-    """Hex digest of a file's bytes."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _STATIC = {

@@ -210,13 +210,6 @@ def _artist_splits(beatport: list[dict[str, str]]) -> dict[str, str]:
     return split
 
 
-def _tsv(text: str) -> list[dict[str, str]]:
-    import csv
-    import io
-
-    return list(csv.DictReader(io.StringIO(text), delimiter="\t"))
-
-
 def build_giantsteps_clips(src: Sources, audio: dict[int, Path]) -> Built:
     """GiantSteps key in 30-second clips: train/valid from GiantSteps MTG-key (confidence 2,
     one key, sharps spelled as flats, artist split), test from GiantSteps key; clips start at
@@ -228,10 +221,10 @@ def build_giantsteps_clips(src: Sources, audio: dict[int, Path]) -> Built:
         files = _archive_files(src.path(tag))
         train = "MTG" in tag
         if train:
-            beatport = _tsv(files["annotations/beatport_metadata.txt"].decode("utf-8"))
+            beatport = read_table(files["annotations/beatport_metadata.txt"], "\t")
             beatport_by_id = {int(r["ID"]): r for r in beatport}
             artist_split = _artist_splits(beatport)
-            notes = {int(r["ID"]): r for r in _tsv(files["annotations/annotations.txt"].decode("utf-8"))}
+            notes = {int(r["ID"]): r for r in read_table(files["annotations/annotations.txt"], "\t")}
         for track in _tracks(files):
             extra = {"id": track}
             if train:

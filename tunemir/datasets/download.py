@@ -24,7 +24,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from tunemir import __version__
-from tunemir.datasets.assets import Asset, candidate_urls, file_checksum
+from tunemir.datasets.assets import Asset, candidate_urls
+from tunemir.fileio import file_digest
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -150,7 +151,7 @@ def fetch(a: Asset, root: Path, urls: list[str], progress: _Progress | None = No
     progress = progress or _Progress(1, enabled=False)
     final = root / a.path
     if final.exists():
-        if file_checksum(final, a.algorithm) == a.checksum:
+        if file_digest(final, a.algorithm) == a.checksum:
             return Outcome(a, "verified", bytes=final.stat().st_size)
         log.warning("%s: checksum does not match %s; deleting it and downloading again", final, a.checksum)
         final.unlink()
@@ -160,7 +161,7 @@ def fetch(a: Asset, root: Path, urls: list[str], progress: _Progress | None = No
     for url in urls:
         resumed = part.exists()
         while _transfer(a, url, part, progress, reasons):
-            digest = file_checksum(part, a.algorithm)
+            digest = file_digest(part, a.algorithm)
             if digest == a.checksum:
                 os.replace(part, final)
                 return Outcome(a, "downloaded", url=url, bytes=final.stat().st_size)

@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -73,10 +72,9 @@ class Sources:
     def path(self, tag: str) -> Path:
         return self.root / self.assets[tag].path
 
-    def require(self, tags: list[str] | None = None) -> None:
+    def require(self) -> None:
         """Raise `DatasetError` naming every missing required file."""
-        tags = tags or [t for t, a in self.assets.items() if not a.optional]
-        missing = [str(self.path(t)) for t in tags if not self.path(t).is_file()]
+        missing = [str(self.path(t)) for t, a in self.assets.items() if not a.optional and not self.path(t).is_file()]
         if missing:
             raise DatasetError(f"{self.dataset}: {len(missing)} downloaded file(s) missing, e.g. "
                                f"{', '.join(missing[:3])}. Run `tunemir data download {self.dataset}` first.")
@@ -142,10 +140,11 @@ class _Concatenated(io.RawIOBase):
         super().close()
 
 
-def read_table(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
-    """Rows of a CSV/TSV file with a header line (quoted fields allowed)."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle, delimiter=delimiter))
+def read_table(source: Path | bytes, delimiter: str = ",") -> list[dict[str, str]]:
+    """Rows of a CSV/TSV file (a path, or its bytes read from an archive) with a header line
+    (quoted fields allowed)."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""), delimiter=delimiter))
 
 
 def find_one(folder: Path, pattern: str) -> Path:
@@ -155,8 +154,3 @@ def find_one(folder: Path, pattern: str) -> Path:
         raise DatasetError(f"{folder}: no {pattern} inside; the archive is not the expected one. "
                            f"Delete {folder} and the archive, then download again.")
     return hits[0]
-
-
-def reset(folder: Path) -> None:
-    """Remove an unpacked folder (after a failed build, so the next run unpacks afresh)."""
-    shutil.rmtree(folder, ignore_errors=True)

@@ -21,6 +21,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from tunemir.fileio import atomic_path
+from tunemir.probe.tasks import KEY_LABELS
 
 AUDIO_DATASET = "synth"
 INSTRUMENTS = ("keys", "organ", "pad", "bell", "bass", "drums")
@@ -100,8 +101,6 @@ def _drums(out: np.ndarray, beat: int, rng: np.random.Generator, rate: int) -> N
 
 def synth_signal(clip: SynthClip, seconds: float, rate: int, seed: int) -> np.ndarray:
     """The float32 mono signal of one clip (peak 0.5 to 0.9), a pure function of its arguments."""
-    from tunemir.probe.tasks import KEY_LABELS  # lazily: decoding workers import this package without torch
-
     rng = np.random.default_rng([seed, int(clip.uid.rsplit("-", 1)[1])])
     tonic_name, mode = clip.key.split()
     tonic = [k.split()[0] for k in KEY_LABELS[:12]].index(tonic_name)
@@ -135,8 +134,6 @@ def synth_clips(clips: int, seed: int = 0) -> list[SynthClip]:
     """The clips' labels: keys cycle through a seeded order of all 24, tempi are uniform in
     `TEMPO_RANGE`, and within each split the first two clips have complementary bands (so
     every tag is both present and absent in every split) and later ones random bands."""
-    from tunemir.probe.tasks import KEY_LABELS
-
     rng = np.random.default_rng(seed)
     keys = rng.permutation(len(KEY_LABELS))
     first = (0b011001, 0b100110)  # keys+bell+bass / organ+pad+drums: each tag differs
@@ -162,8 +159,6 @@ def write_synth(processed_root: Path, clips: int = 240, seconds: float = 8.0, sa
     """Write the corpus under `processed_root` (`synth/wav`, `synth/meta.json` and the three task
     folders); existing WAVs are kept, since the audio is a pure function of the arguments.
     Returns the folder of each dataset name."""
-    from tunemir.probe.tasks import KEY_LABELS
-
     specs = synth_clips(clips, seed)
     audio = processed_root / AUDIO_DATASET
     params = {"clips": clips, "seconds": seconds, "sample_rate": sample_rate, "seed": seed}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from tunemir.datasets.assets import GIANTSTEPS_ARCHIVES, static_assets
+from tunemir.datasets.assets import GIANTSTEPS_ARCHIVES, asset
 from tunemir.testing import synthetic_signal
 
 #: Bytes that no audio decoder accepts (a "corrupt" source).
@@ -40,8 +40,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _write(root: Path, tag: str, data: bytes, registry: dict) -> None:
-    path = root / {a.tag: a.path for ds in ("gtzan_ff", "magnatagatune", "emomusic", "giantsteps_clips")
-                   for a in static_assets(ds)}[tag]
+    path = root / asset(tag).path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     registry[tag] = {"checksum": _sha256(data)}
