@@ -18,6 +18,7 @@ from tunemir.models import available_models, build_model, get_info
 from tunemir.models import convert_checkpoint as convert
 from tunemir.pretrain.cli import evaluate, train
 from tunemir.probe.cli import probe
+from tunemir.weights import RELEASES, WeightsError, fetch_weights
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,6 +76,32 @@ def convert_checkpoint(source: Path, target: Path, model: str | None) -> None:
     except CheckpointError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"wrote {target}: {metadata['model']} encoder, weights sha256 {metadata['weights_sha256']}")
+
+
+@main.group()
+def weights() -> None:
+    """Released weights: fetch, verify and convert (what the extractor images do at build time)."""
+
+
+@weights.command("fetch")
+@click.argument("model", type=click.Choice(sorted(RELEASES)))
+@click.option("--sha256", help="Expected sha256 of the released file (overrides --pin-file).")
+@click.option("--pin-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="sha256sum-format file pinning the released file (containers/<model>/weights.sha256).")
+@click.option("--search-dir", "search_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder that may already hold the released file (repeatable); searched before downloading.")
+@click.option("--url", "urls", multiple=True, help="Download from this URL first (repeatable).")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Converted file [$TUNEMIR_WEIGHTS_DIR/<model>.safetensors].")
+def weights_fetch(model: str, sha256: str | None, pin_file: Path | None, search_dirs: tuple[Path, ...],
+                  urls: tuple[str, ...], output: Path | None) -> None:
+    """Find or download MODEL's released weights, check the pinned sha256, convert to safetensors."""
+    try:
+        path = fetch_weights(model, sha256=sha256, pin_file=pin_file, search_dirs=search_dirs, urls=urls,
+                             output=output, progress=sys.stderr.isatty())
+    except (WeightsError, CheckpointError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"{model}: {path}")
 
 
 @main.command()

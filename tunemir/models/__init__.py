@@ -167,14 +167,18 @@ def load_encoder(checkpoint: str | os.PathLike, name: str | None = None) -> tupl
     return model.eval(), detected
 
 
-def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, name: str | None = None) -> dict:
+def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, name: str | None = None,
+                       release: dict | None = None) -> dict:
     """Convert any supported checkpoint to tunemir's safetensors format; returns its metadata.
 
-    The model is recognised from the tensor shapes; `name`, if given, must agree.
+    The model is recognised from the tensor shapes; `name`, if given, must agree. `release`
+    (the released file's name and pinned sha256) is recorded in the metadata's source.
     """
     model, detected, weights = _read_checked(src, name)
     source = {"file": Path(src).name, "sha256": weights.file_sha256, "format": weights.format,
               **{f"original_{k}": v for k, v in weights.metadata.items()}}
+    if release:
+        source["release"] = release
     return checkpoints.save_checkpoint(
         dst, weights.state_dict, model=detected, config=dataclasses.asdict(model.config), source=source
     )

@@ -1,0 +1,148 @@
+"""Released weights: find or download them, check them against a pinned sha256 and convert them
+to tunemir's safetensors format (what the extractor images do at build time)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunemir.datasets.assets import Asset
+from tunemir.datasets.download import download_assets
+from tunemir.checkpoints import read_encoder_weights
+from tunemir.fileio import file_digest
+from tunemir.models import convert_checkpoint, default_weights_path
+
+log = logging.getLogger(__name__)
+
+CLMR_URL = "https://github.com/Spijkervet/CLMR/releases/download/2.1/clmr_magnatagatune_mlp.zip"
+TUNE_FOLDER = "https://drive.google.com/drive/folders/1MZZs-CRVibaLuW_zmV9KB8sPy495qERJ"
+
+
+@dataclass(frozen=True)
+class Release:
+    """A model's published weights: the file as released, where it is, and the checkpoint in it.
+    `urls` is empty when the file has no direct download (a Google Drive folder)."""
+
+    model: str
+    filename: str
+    page: str
+    urls: tuple[str, ...] = ()
+    member: str | None = None
+
+
+RELEASES = {r.model: r for r in [
+    # The checkpoint jukemir's CLMR image and TUNe's CLMR baseline use.
+    Release("clmr", "clmr_magnatagatune_mlp.zip", CLMR_URL, (CLMR_URL,),
+            "clmr_magnatagatune_mlp/clmr_epoch=10000.ckpt"),
+    Release("tune", "tune_5_tail_epoch_10000.ckpt", TUNE_FOLDER),
+    Release("tune_plus", "tune_plus_epoch_10000.ckpt", TUNE_FOLDER),
+]}
+
+
+class WeightsError(RuntimeError):
+    """Weights that cannot be found, do not match their pin, or hold no usable checkpoint."""
+
+
+def release(model: str) -> Release:
+    try:
+        return RELEASES[model]
+    except KeyError:
+        raise WeightsError(f"{model} has no released weights; models with weights: "
+                           f"{', '.join(sorted(RELEASES))}") from None
+
+
+def read_pin(path: Path, filename: str) -> str | None:
+    """The sha256 that a `sha256sum`-format file pins for `filename` (None when it pins none)."""
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line)
+        if not match:
+            raise WeightsError(f"{path}:{number}: not a sha256sum line ('<64 hex digits>  <file name>'): {line!r}")
+        if Path(match[2]).name == filename:
+            return match[1].lower()
+    return None
+
+
+def fetch_weights(model: str, *, sha256: str | None = None, pin_file: Path | None = None,
+                  search_dirs: tuple[Path, ...] = (), urls: tuple[str, ...] = (), output: Path | None = None,
+                  progress: bool = False) -> Path:
+    """Write `output` (default `$TUNEMIR_WEIGHTS_DIR/<model>.safetensors`) from `model`'s released file.
+
+    The file is taken from the first of `search_dirs` holding it, else downloaded (`urls`, then
+    the release's own; `TUNEMIR_URL_WEIGHTS_<MODEL>` and `TUNEMIR_DATA_MIRROR` apply as for
+    datasets). It must match `sha256` (or the pin in `pin_file`): nothing is converted unchecked.
+    An `output` already converted from the pinned file is kept.
+    """
+    rel = release(model)
+    pinned = sha256 or (read_pin(pin_file, rel.filename) if pin_file and Path(pin_file).is_file() else None)
+    if not pinned:
+        where = f"pin it in {pin_file}" if pin_file else "pass --sha256 HEX"
+        raise WeightsError(
+            f"no sha256 is pinned for {rel.filename}, and weights are never converted unchecked. Get the "
+            f"file from {rel.page}, check it, then {where} (`sha256sum {rel.filename}` prints the line)")
+    pinned = pinned.lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", pinned):
+        raise WeightsError(f"--sha256 must be 64 hex digits, got {pinned!r}")
+    output = Path(output) if output else default_weights_path(model)
+    if _converted_from(output) == pinned:
+        log.info("%s already holds %s (sha256 %s)", output, rel.filename, pinned[:12])
+        return output
+    with tempfile.TemporaryDirectory(prefix="tunemir-weights-") as tmp:
+        source = _locate(rel, pinned, tuple(Path(d) for d in search_dirs), urls, Path(tmp), progress)
+        checkpoint = _unpack(rel, source, Path(tmp))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        convert_checkpoint(checkpoint, output, model, release={"file": rel.filename, "sha256": pinned})
+    log.info("wrote %s from %s (sha256 %s)", output, rel.filename, pinned[:12])
+    return output
+
+
+def _converted_from(path: Path) -> str | None:
+    """The pinned sha256 recorded in a converted file, or None (missing, other or unreadable)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_encoder_weights(path).metadata.get("source", {}).get("release", {}).get("sha256")
+    except Exception:  # noqa: BLE001 - a damaged file is simply converted again
+        return None
+
+
+def _locate(rel: Release, pinned: str, search_dirs: tuple[Path, ...], urls: tuple[str, ...], tmp: Path,
+            progress: bool) -> Path:
+    for folder in search_dirs:
+        candidate = folder / rel.filename
+        if candidate.is_file():
+            digest = file_digest(candidate, "sha256")
+            if digest != pinned:
+                raise WeightsError(f"{candidate} has sha256 {digest}, but {pinned} is pinned: replace the "
+                                   f"file with the released one from {rel.page}, or fix the pin")
+            return candidate
+    candidates = tuple(urls) + rel.urls
+    if not candidates:
+        looked = ", ".join(str(d) for d in search_dirs) or "no --search-dir given"
+        raise WeightsError(f"{rel.filename} has no direct download URL and is not in {looked}: download it "
+                           f"from {rel.page} and put it there (for the images: containers/{rel.model}/)")
+    asset = Asset(f"WEIGHTS_{rel.model.upper()}", f"weights/{rel.filename}", candidates, pinned)
+    summary = download_assets([asset], tmp, jobs=1, progress=progress)
+    if not summary.ok:
+        raise WeightsError(f"could not fetch {rel.filename}: {summary.failed[0].detail}")
+    return tmp / asset.path
+
+
+def _unpack(rel: Release, source: Path, tmp: Path) -> Path:
+    if rel.member is None:
+        return source
+    try:
+        with zipfile.ZipFile(source) as archive:
+            target = tmp / Path(rel.member).name
+            with archive.open(rel.member) as src, open(target, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+    except (zipfile.BadZipFile, KeyError) as err:
+        raise WeightsError(f"{source} does not hold {rel.member}: {err}") from None
+    return target
