@@ -227,3 +227,27 @@ def test_leftover_temporary_folders_are_ignored_and_cleaned(tmp_path):
     shutil.rmtree(folder / configs[1].uid())
     summary = train_pending("gtzan_ff", "rep", dirs, device="cpu", progress=False)
     assert summary.trained == [configs[1].uid()] and not leftover.exists()
+
+
+def test_report_rows_follow_the_extracted_model_and_filters(tmp_path):
+    """Self-trained weights extracted under another name sit beside the paper row of their model;
+    --dataset/--representation narrow the report."""
+    from tunemir.probe.report import build_report
+
+    dirs = _dataset(tmp_path)
+    for rep in ("mine", "other"):
+        write_probe_dataset(tmp_path, "gtzan_ff", rep, BUILTIN_TASKS["gtzan_ff"], SIZES, dim=8)
+        write_grid("gtzan_ff", rep, dirs, "smoke")
+        train_pending("gtzan_ff", rep, dirs, device="cpu", progress=False)
+    (dirs.features("gtzan_ff", "mine") / "tunemir-manifest.json").write_text('{"model": "tune_plus", "layer": 0}')
+    (dirs.features("gtzan_ff", "other") / "tunemir-manifest.json").write_text('{"model": "tune_plus", "layer": 3}')
+    paths = build_report(dirs, tmp_path / "out")
+    lines = paths["markdown"].read_text().splitlines()
+    mine = next(line for line in lines if line.startswith("| mine (paper: tune_plus) |"))
+    other = next(line for line in lines if line.startswith("| other |"))
+    assert "(64.5)" in mine and "(" not in other.split("|")[3]  # GTZAN: TUNe+ 64.5; a layer-3 tap has no row
+    assert paths["test_plot"].read_bytes()[:4] == b"\x89PNG"
+    paths = build_report(dirs, tmp_path / "only", representations=("other",))
+    assert "mine" not in paths["markdown"].read_text()
+    with pytest.raises(GridError, match="no trained probes .* for emomusic"):
+        build_report(dirs, tmp_path / "none", datasets=("emomusic",))

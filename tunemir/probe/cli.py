@@ -90,11 +90,14 @@ def evaluate(dataset: str, representation: str, split: str, expected_num_runs: i
 
 @probe.command()
 @click.option("--output-dir", type=_DIR, default="probe-report", show_default=True)
+@click.option("--dataset", "datasets", multiple=True, help="Only this dataset (repeatable; default: all).")
+@click.option("--representation", "representations", multiple=True,
+              help="Only this representation (repeatable; default: all).")
 @_dirs_options
-def report(output_dir: Path, dirs: ProbeDirs) -> None:
-    """Tables (Markdown, CSV) and a plot for every dataset x representation with trained probes."""
+def report(output_dir: Path, datasets: tuple[str, ...], representations: tuple[str, ...], dirs: ProbeDirs) -> None:
+    """Tables (Markdown, CSV) and plots for every dataset x representation with trained probes."""
     from tunemir.probe.report import build_report
 
-    paths = build_report(dirs, output_dir)
+    paths = build_report(dirs, output_dir, datasets, representations)
     click.echo(paths["markdown"].read_text())
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))

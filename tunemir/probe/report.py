@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from pathlib import Path
 
@@ -30,13 +31,18 @@ PAPER = {
 }
 
 
-def collect(dirs: ProbeDirs) -> list[dict]:
-    """The best-on-valid config of every dataset/representation with trained probes."""
+def collect(dirs: ProbeDirs, datasets: tuple[str, ...] = (), representations: tuple[str, ...] = ()) -> list[dict]:
+    """The best-on-valid config of every dataset/representation with trained probes (only those
+    named, when `datasets` / `representations` are given)."""
     found = []
     if not dirs.probes.is_dir():
         return found
     for dataset_dir in sorted(p for p in dirs.probes.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if datasets and dataset_dir.name not in datasets:
+            continue
         for rep_dir in sorted(p for p in dataset_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if representations and rep_dir.name not in representations:
+                continue
             try:
                 found.append(select_best(dataset_dir.name, rep_dir.name, dirs, split="test"))
             except GridError as err:
@@ -44,11 +50,32 @@ def collect(dirs: ProbeDirs) -> list[dict]:
     return found
 
 
-def build_report(dirs: ProbeDirs, output_dir: Path) -> dict[str, Path]:
-    """Write results.md, results.csv and valid_scores.png into `output_dir`; returns their paths."""
-    results = collect(dirs)
+def paper_model(dirs: ProbeDirs, representation: str, datasets: list[str]) -> str | None:
+    """Which row of the TUNe paper a representation compares with: its own name if the paper
+    reports it, else the model recorded in its features' manifest (`tunemir extract`'s), when
+    that is a paper model at its output layer; so self-trained TUNe+ weights extracted as
+    `mine` sit beside the paper's TUNe+ row."""
+    if representation in PAPER:
+        return representation
+    for dataset in datasets:
+        audio = load_task(dataset, dirs.dataset(dataset)).audio_from or dataset
+        manifest = dirs.features(audio, representation) / "tunemir-manifest.json"
+        if manifest.is_file():
+            info = json.loads(manifest.read_text())
+            if info.get("model") in PAPER and info.get("layer", 0) == 0:
+                return info["model"]
+    return None
+
+
+def build_report(dirs: ProbeDirs, output_dir: Path, datasets: tuple[str, ...] = (),
+                 representations: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Write results.md, results.csv, test_scores.png and valid_scores.png into `output_dir`
+    (for the named datasets / representations, default all); returns their paths."""
+    results = collect(dirs, datasets, representations)
     if not results:
-        raise GridError(f"no trained probes under {dirs.probes}; train some with: tunemir probe train DATASET REP")
+        raise GridError(f"no trained probes under {dirs.probes}"
+                        f"{' for ' + ', '.join(datasets + representations) if datasets or representations else ''}; "
+                        f"train some with: tunemir probe train DATASET REP")
     columns = list(COLUMNS)
     for r in results:  # datasets beyond the paper's four get their primary metric as a column
         if not any(r["dataset"] == c[0] for c in columns):
@@ -56,17 +83,21 @@ def build_report(dirs: ProbeDirs, output_dir: Path) -> dict[str, Path]:
             columns.append((r["dataset"], task.primary, f"{r['dataset']} {task.primary}"))
     by_key = {(r["dataset"], r["representation"]): r for r in results}
     representations = sorted({r["representation"] for r in results})
+    papers = {rep: paper_model(dirs, rep, sorted({r["dataset"] for r in results if r["representation"] == rep}))
+              for rep in representations}
     expected: dict[str, int] = {}  # the most configs trained for each dataset
     for r in results:
         expected[r["dataset"]] = max(expected.get(r["dataset"], 0), r["num_runs"])
     header = ["representation"] + [title for _, _, title in columns]
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    csv_rows = [["representation", "column", "dataset", "metric", "test_x100", "paper_x100", "num_runs", "uid"]]
+    csv_rows = [["representation", "column", "dataset", "metric", "test_x100", "paper_model", "paper_x100",
+                 "num_runs", "uid"]]
     for rep in representations:
-        cells = [rep]
+        paper_row = PAPER.get(papers[rep], (None,) * len(COLUMNS))
+        cells = [rep if papers[rep] in (rep, None) else f"{rep} (paper: {papers[rep]})"]
         for i, (dataset, metric, title) in enumerate(columns):
             r = by_key.get((dataset, rep))
-            paper = PAPER.get(rep, (None,) * len(COLUMNS))[i] if i < len(COLUMNS) else None
+            paper = paper_row[i] if i < len(COLUMNS) else None
             value = 100 * r["metrics"][metric] if r and metric in r["metrics"] else None
             cell = "—" if value is None else f"{value:.1f}"
             if value is not None and r["num_runs"] < expected[dataset]:
@@ -76,27 +107,61 @@ def build_report(dirs: ProbeDirs, output_dir: Path) -> dict[str, Path]:
             cells.append(cell)
             if r:
                 csv_rows.append([rep, title, dataset, metric, "" if value is None else f"{value:.4f}",
-                                 "" if paper is None else paper, r["num_runs"], r["uid"]])
+                                 papers[rep] or "", "" if paper is None else paper, r["num_runs"], r["uid"]])
         md.append("| " + " | ".join(cells) + " |")
     md += ["", "Test scores x100 of the config best on valid (jukemir protocol); in parentheses the TUNe "
            "paper's numbers where it reports them. `*` marks a grid with fewer trained configs than the others."]
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": output_dir / "results.md", "csv": output_dir / "results.csv",
-             "plot": output_dir / "valid_scores.png"}
+             "test_plot": output_dir / "test_scores.png", "plot": output_dir / "valid_scores.png"}
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text("\n".join(md) + "\n")
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as handle:
         csv.writer(handle).writerows(csv_rows)
+    _plot_test(csv_rows, [title for _, _, title in columns], representations, paths["test_plot"])
     _plot(results, paths["plot"])
     return paths
 
 
-def _plot(results: list[dict], path: Path) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _plot_test(csv_rows: list[list], titles: list[str], representations: list[str], path: Path) -> None:
+    """Grouped bars of the test scores, one group per table column, with the paper's as marks."""
+    plt = _pyplot()
+    rows = [dict(zip(csv_rows[0], row)) for row in csv_rows[1:]]
+    titles = [t for t in titles if any(r["column"] == t and r["test_x100"] != "" for r in rows)]
+    width = 0.8 / max(1, len(representations))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(titles) * max(1, len(representations)) ** 0.5), 3.8))
+    for k, rep in enumerate(representations):
+        for i, title in enumerate(titles):
+            row = next((r for r in rows if r["representation"] == rep and r["column"] == title), None)
+            if row is None or row["test_x100"] == "":
+                continue
+            x = i - 0.4 + width * (k + 0.5)
+            ax.bar(x, float(row["test_x100"]), width, color=f"C{k}", label=rep)
+            if row["paper_x100"] != "":
+                ax.plot([x - width / 2, x + width / 2], [float(row["paper_x100"])] * 2, color="black", lw=2)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8)
+    ax.set_xticks(range(len(titles)), titles, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("test score x100 (black: paper)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def _plot(results: list[dict], path: Path) -> None:
+    plt = _pyplot()
     datasets = sorted({r["dataset"] for r in results})
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
