@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q -rs
 
+# The reproduce scripts natively on the synthetic corpus: pretrain, extract, probe, results table.
 demo: $(STAMP)
-	$(VENV)/bin/tunemir demo $(DEMO_DIR)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash reproduce/demo.sh $(DEMO_DIR)
 
 bench: $(STAMP)
 	$(PY) benchmarks/extract.py

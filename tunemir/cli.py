@@ -11,7 +11,7 @@ import click
 from tunemir import __version__
 from tunemir.checkpoints import CheckpointError
 from tunemir.datasets.cli import data
-from tunemir.demo import PRETRAIN_EPOCHS, SYNTH_CLIPS, run_demo, run_pretrain_demo, run_probe_demo
+from tunemir.demo import run_demo
 from tunemir.extract import ExtractUsageError
 from tunemir.extract import extract as run_extract
 from tunemir.models import available_models, build_model, get_info
@@ -120,22 +120,16 @@ def models() -> None:
 @click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path), default="demo-output")
 @click.option("--workers", type=click.IntRange(min=0), help="Decoding processes.")
 def demo(output_dir: Path, workers: int | None) -> None:
-    """Run extraction and probing end to end on small synthetic data written to OUTPUT_DIR."""
+    """A tour of extraction: every model on a folder of mixed audio formats written to OUTPUT_DIR.
+
+    The whole pipeline (synthetic corpus, pretraining, sharded extraction, probe grids, results
+    table) is `make demo`, which runs reproduce/demo.sh.
+    """
     rows = run_demo(output_dir, workers=workers)
     click.echo(f"\n{'model':10s} {'weights':26s} {'files':>5s} {'dim':>5s} {'audio-s/s':>10s}  vectors")
     for row in rows:
         click.echo(f"{row['model']:10s} {row['weights']:26s} {row['files']:5d} {row['dim']:5d} "
                    f"{row['audio_s_per_s']:10.1f}  {row['folder']}")
-    click.echo(f"\npretraining: CLMR contrastive learning, a small TUNe+ for {PRETRAIN_EPOCHS} epochs "
-               f"on the train split of the synthetic corpus ({SYNTH_CLIPS} clips, `tunemir data synth`)")
-    run = run_pretrain_demo(output_dir)
-    click.echo(f"NT-Xent loss {run['first_loss']:.3f} (epoch 1) -> {run['last_loss']:.3f} (last epoch); "
-               f"run folder {run['run']}; its checkpoint's vectors in {run['vectors']}")
-    click.echo("\nprobes: jukemir's protocol, smoke grid, on the synthetic corpus's key, instrument-tag and "
-               "tempo tasks, with chroma and the pretrained small TUNe+")
-    paths = run_probe_demo(output_dir, checkpoint=run["checkpoint"])
-    click.echo(paths["markdown"].read_text())
-    click.echo("report: " + ", ".join(str(p) for p in paths.values()))
     if any(row["failed"] for row in rows):
         sys.exit(1)
 

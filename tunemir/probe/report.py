@@ -76,7 +76,8 @@ def build_report(dirs: ProbeDirs, output_dir: Path, datasets: tuple[str, ...] = 
         raise GridError(f"no trained probes under {dirs.probes}"
                         f"{' for ' + ', '.join(datasets + representations) if datasets or representations else ''}; "
                         f"train some with: tunemir probe train DATASET REP")
-    columns = list(COLUMNS)
+    probed = {r["dataset"] for r in results}
+    columns = [c for c in COLUMNS if c[0] in probed]  # the paper's columns that have results
     for r in results:  # datasets beyond the paper's four get their primary metric as a column
         if not any(r["dataset"] == c[0] for c in columns):
             task = load_task(r["dataset"], dirs.dataset(r["dataset"]))
@@ -95,9 +96,9 @@ def build_report(dirs: ProbeDirs, output_dir: Path, datasets: tuple[str, ...] = 
     for rep in representations:
         paper_row = PAPER.get(papers[rep], (None,) * len(COLUMNS))
         cells = [rep if papers[rep] in (rep, None) else f"{rep} (paper: {papers[rep]})"]
-        for i, (dataset, metric, title) in enumerate(columns):
+        for dataset, metric, title in columns:
             r = by_key.get((dataset, rep))
-            paper = paper_row[i] if i < len(COLUMNS) else None
+            paper = paper_row[COLUMNS.index((dataset, metric, title))] if (dataset, metric, title) in COLUMNS else None
             value = 100 * r["metrics"][metric] if r and metric in r["metrics"] else None
             cell = "—" if value is None else f"{value:.1f}"
             if value is not None and r["num_runs"] < expected[dataset]:

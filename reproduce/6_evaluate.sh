@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# For every dataset x representation: the config best on valid and its test metrics (JSON in
+# reproduce/results/), then the results table beside the TUNe paper's numbers and the plots
+# (reproduce/report/: results.md, results.csv, test_scores.png, valid_scores.png).
+source "$(dirname "$0")/common.sh"
+
+case $GRID in paper) expected=216 ;; smoke) expected=8 ;; esac
+expected=${TUNEMIR_EXPECTED_RUNS:-$expected}
+mkdir -p "$STATE/results"
+filters=()
+for dataset in $DATASETS; do
+  filters+=(--dataset "$dataset")
+  for spec in $REPRESENTATIONS; do
+    name=$(rep_name "$spec")
+    run_tunemir probe evaluate "$dataset" "$name" --expected-num-runs "$expected" \
+      --output "$IN_CACHE/reproduce/results/$dataset.$name.json" >/dev/null
+  done
+done
+for spec in $REPRESENTATIONS; do filters+=(--representation "$(rep_name "$spec")"); done
+run_tunemir probe report --output-dir "$IN_CACHE/reproduce/report" "${filters[@]}"
