@@ -4,12 +4,8 @@
 # resume on the next run; TUNEMIR_DATA_MIRROR and TUNEMIR_URL_<TAG> point at other hosts.
 source "$(dirname "$0")/common.sh"
 
-declare -A seen=()
 status=0
-for dataset in $DATASETS; do
-  source=$(source_of "$dataset")
-  [[ -z ${seen[$source]:-} ]] || continue
-  seen[$source]=1
+for source in $(dataset_sources); do
   if [[ $source == synth ]]; then
     say "1_download: generating the synthetic corpus"
     # shellcheck disable=SC2086  # TUNEMIR_SYNTH_ARGS is a list of options

@@ -3,15 +3,9 @@
 # against jukemir's canonical metadata. Extra options (e.g. --jobs 8) go in TUNEMIR_PROCESS_ARGS.
 source "$(dirname "$0")/common.sh"
 
-declare -A seen=()
 status=0
-for dataset in $DATASETS; do
-  source=$(source_of "$dataset")
-  [[ -z ${seen[$source]:-} ]] || continue
-  seen[$source]=1
-  if [[ $source == synth ]]; then
-    continue  # written processed by 1_download.sh
-  fi
+for source in $(dataset_sources); do
+  [[ $source != synth ]] || continue  # written processed by 1_download.sh
   say "2_process: $source"
   # shellcheck disable=SC2086  # TUNEMIR_PROCESS_ARGS is a list of options
   run_tunemir data process "$source" ${TUNEMIR_PROCESS_ARGS:-} || status=1

@@ -28,14 +28,10 @@ logs=$STATE/logs/3_extract
 mkdir -p "$logs"
 : >"$plan.tmp"
 : >"$failed"
-declare -A seen=()
 done_shards=0
-for dataset in $DATASETS; do
-  audio=$(audio_of "$dataset")
-  [[ -z ${seen[$audio]:-} ]] || continue
-  seen[$audio]=1
+for audio in $(audio_datasets); do
   wav=$CACHE/processed/$audio/wav
-  [[ -d $wav ]] || die "no audio for $dataset in $wav: run ./reproduce/2_process.sh first"
+  [[ -d $wav ]] || die "no audio for $audio in $wav: run ./reproduce/2_process.sh first"
   mapfile -t files < <(list_audio "$wav")
   n=${#files[@]}
   shards=$(( (n + SHARD_SIZE - 1) / SHARD_SIZE ))

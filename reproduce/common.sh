@@ -68,6 +68,10 @@ audio_of() {  # the dataset whose audio a task reads (task.json "audio_from"), e
   echo "${from:-$1}"
 }
 
+first_seen() { awk '!seen[$0]++'; }  # the lines of stdin, repeats dropped, in order
+dataset_sources() { for d in $DATASETS; do source_of "$d"; done | first_seen; }
+audio_datasets() { for d in $DATASETS; do audio_of "$d"; done | first_seen; }
+
 gpu_ids() {  # the GPUs to use, one id per word; none on a machine without nvidia-smi
   local gpus=${TUNEMIR_GPUS-auto}
   if [[ $gpus == auto ]]; then

@@ -19,17 +19,25 @@ export TUNEMIR_SHARD_SIZE=${TUNEMIR_SHARD_SIZE:-64}
 export TUNEMIR_SYNTH_ARGS=${TUNEMIR_SYNTH_ARGS:---clips 120 --seconds 6}
 epochs=${TUNEMIR_DEMO_EPOCHS:-6}
 
-"$here/1_download.sh"
-"$here/2_process.sh"
+timings=()
+step() {  # SCRIPT ARGS...: run one script, remember how long it took
+  local start=$SECONDS
+  "$here/$1" "${@:2}"
+  timings+=("$(printf '%-24s %4d s' "$1" $(( SECONDS - start )))")
+}
+
+step 1_download.sh
+step 2_process.sh
 echo "pretraining: a small TUNe+ (2 base channels), $epochs epochs on the synthetic train split"
 # shellcheck disable=SC2086  # TUNEMIR_DEMO_TRAIN_ARGS is a list of options
-"$here/pretrain.sh" --model tune_plus --encoder_config '{"channels": 2, "out_channels": 16}' \
+step pretrain.sh --model tune_plus --encoder_config '{"channels": 2, "out_channels": 16}' \
   --dataset synth --name tune_plus-small --batch_size 8 --max_epochs "$epochs" \
   --checkpoint_every_n_epochs 2 --learning_rate 1e-3 --num_workers 0 --log_every_n_steps 1 --no-progress \
   ${TUNEMIR_DEMO_TRAIN_ARGS:-}
 export TUNEMIR_CHECKPOINT_TUNE_PLUS_SMALL=$TUNEMIR_RUNS_DIR/pretrain/tune_plus-small/checkpoints/last.ckpt
-"$here/3_extract.sh"
-"$here/4_grid_config.sh"
-"$here/5_grid_train_serial.sh"
-"$here/6_evaluate.sh"
+step 3_extract.sh
+step 4_grid_config.sh
+step 5_grid_train_serial.sh
+step 6_evaluate.sh
+printf '%s\n' "${timings[@]}"
 echo "demo done: $out (table and plots in $TUNEMIR_CACHE_DIR/reproduce/report)"
