@@ -95,7 +95,8 @@ def build_report(dirs: ProbeDirs, output_dir: Path, datasets: tuple[str, ...] = 
                  "num_runs", "uid"]]
     for rep in representations:
         paper_row = PAPER.get(papers[rep], (None,) * len(COLUMNS))
-        cells = [rep if papers[rep] in (rep, None) else f"{rep} (paper: {papers[rep]})"]
+        named = papers[rep] in (rep, None) or not any(c in COLUMNS for c in columns)
+        cells = [rep if named else f"{rep} (paper: {papers[rep]})"]
         for dataset, metric, title in columns:
             r = by_key.get((dataset, rep))
             paper = paper_row[COLUMNS.index((dataset, metric, title))] if (dataset, metric, title) in COLUMNS else None
@@ -153,7 +154,7 @@ def _plot_test(csv_rows: list[list], titles: list[str], representations: list[st
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8)
     ax.set_xticks(range(len(titles)), titles, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("test score x100 (black: paper)")
+    ax.set_ylabel("test score x100" + (" (black: paper)" if any(r["paper_x100"] != "" for r in rows) else ""))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
