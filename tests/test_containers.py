@@ -13,8 +13,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import click
@@ -27,7 +25,7 @@ from click.testing import CliRunner
 from tunemir.audio import FRAME_LENGTH, SAMPLE_RATE
 from tunemir.checkpoints import read_encoder_weights
 from tunemir.cli import main
-from tunemir.testing import TINY_CONFIGS, save_tiny_checkpoint, tiny_model, write_audio
+from tunemir.testing import TINY_CONFIGS, dev_tool, save_tiny_checkpoint, write_audio, write_released_weights
 from tunemir.weights import read_pin, release
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +35,8 @@ EXTRACTORS = ["tune", "tune_plus", "clmr"]
 
 
 def tool(name: str) -> str:
-    """A console script of the dev extra: beside this interpreter, else on PATH; skip if absent."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.is_file() else shutil.which(name)
+    """A console script of the dev extra; skip if absent."""
+    found = dev_tool(name)
     if not found:
         pytest.skip(f"{name} is not installed (pip install -e '.[dev]' provides it)")
     return found
@@ -373,32 +370,13 @@ def test_pin_file_pins_nothing_yet_and_names_the_release(model: str):
     assert read_pin(pin_file, rel.filename) is None
 
 
-def released_file(model: str, folder: Path) -> tuple[Path, torch.nn.Module]:
-    """A tiny model saved as the release is (Lightning `.ckpt`; CLMR's inside its zip)."""
-    rel = release(model)
-    tiny = tiny_model(model, seed=7)
-    encoder = {f"model.encoder.{k}": v for k, v in tiny.state_dict().items()}
-    checkpoint = {"pytorch-lightning_version": "1.8.6", "epoch": 9999, "global_step": 10,
-                  "state_dict": encoder, "hyper_parameters": {"batch_size": 48}}
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / rel.filename
-    if rel.member is None:
-        torch.save(checkpoint, path)
-    else:
-        torch.save(checkpoint, folder / "member.ckpt")
-        with zipfile.ZipFile(path, "w") as archive:
-            archive.write(folder / "member.ckpt", rel.member)
-        (folder / "member.ckpt").unlink()
-    return path, tiny
-
-
 @pytest.mark.parametrize("model", EXTRACTORS)
 @pytest.mark.parametrize("pinned_by", ["pin-file", "build-arg", "nothing", "another-file"])
 def test_weights_step_converts_only_a_pinned_release(model: str, pinned_by: str, tmp_path: Path, monkeypatch):
     step = WeightsStep.of(model)
     context = tmp_path / "context"  # containers/<model>/ with the released file put into it
     shutil.copytree(ROOT / step.mount["source"], context)
-    path, tiny = released_file(model, context)
+    path, tiny = write_released_weights(context, model, seed=7)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     build_args = {}
     if pinned_by in ("pin-file", "another-file"):

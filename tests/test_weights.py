@@ -4,7 +4,6 @@ checked against the pinned sha256 and converted to tunemir's format (the images'
 from __future__ import annotations
 
 import hashlib
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -13,27 +12,14 @@ from click.testing import CliRunner
 
 from tunemir.checkpoints import read_encoder_weights
 from tunemir.cli import main
-from tunemir.testing import tiny_model
+from tunemir.testing import write_released_weights
 from tunemir.testing.http import FileServer
 from tunemir.weights import RELEASES, WeightsError, fetch_weights, read_pin
 
 
-def released_checkpoint(path: Path, name: str, seed: int = 0) -> torch.nn.Module:
-    """A tiny encoder saved the way CLMR's and TUNe's Lightning runs save theirs."""
-    model = tiny_model(name, seed)
-    state = {f"model.encoder.{k}": v for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state, "epoch": 9999, "global_step": 1, "pytorch-lightning_version": "1.8.6"}, path)
-    return model
-
-
 def clmr_release_zip(folder: Path) -> tuple[Path, torch.nn.Module, str]:
     """CLMR's release zip (folder + .ckpt inside), its encoder and its sha256."""
-    inner = folder / "inner" / "clmr_epoch=10000.ckpt"
-    model = released_checkpoint(inner, "clmr", seed=4)
-    path = folder / RELEASES["clmr"].filename
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.write(inner, RELEASES["clmr"].member)
+    path, model = write_released_weights(folder, "clmr", seed=4)
     return path, model, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -77,7 +63,7 @@ def test_checksum_mismatch_converts_nothing(tmp_path: Path) -> None:
 def test_build_context_file_is_used_and_checked(tmp_path: Path) -> None:
     """TUNe's files have no direct URL: they are taken from the search folder (the build context)."""
     context = tmp_path / "containers" / "tune_plus"
-    model = released_checkpoint(context / RELEASES["tune_plus"].filename, "tune_plus", seed=2)
+    _, model = write_released_weights(context, "tune_plus", seed=2)
     digest = hashlib.sha256((context / RELEASES["tune_plus"].filename).read_bytes()).hexdigest()
     out = tmp_path / "tune_plus.safetensors"
     fetch_weights("tune_plus", sha256=digest, search_dirs=(tmp_path / "empty", context), output=out)

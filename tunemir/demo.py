@@ -3,7 +3,6 @@ runs the whole pipeline, `reproduce/demo.sh`.)"""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +10,6 @@ import numpy as np
 from tunemir.extract import extract
 from tunemir.models import default_weights_path, get_info
 from tunemir.testing import write_audio
-
-log = logging.getLogger(__name__)
 
 #: (relative path, seconds, sample rate, channels, subtype): formats a real corpus mixes.
 DEMO_FILES = [

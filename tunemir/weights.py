@@ -14,12 +14,9 @@ from tunemir.datasets.assets import Asset
 from tunemir.datasets.download import download_assets
 from tunemir.checkpoints import read_encoder_weights
 from tunemir.fileio import file_digest
-from tunemir.models import convert_checkpoint, default_weights_path
+from tunemir.models import CLMR_RELEASE_URL, TUNE_RELEASE_FOLDER, convert_checkpoint, default_weights_path
 
 log = logging.getLogger(__name__)
-
-CLMR_URL = "https://github.com/Spijkervet/CLMR/releases/download/2.1/clmr_magnatagatune_mlp.zip"
-TUNE_FOLDER = "https://drive.google.com/drive/folders/1MZZs-CRVibaLuW_zmV9KB8sPy495qERJ"
 
 
 @dataclass(frozen=True)
@@ -36,10 +33,10 @@ class Release:
 
 RELEASES = {r.model: r for r in [
     # The checkpoint jukemir's CLMR image and TUNe's CLMR baseline use.
-    Release("clmr", "clmr_magnatagatune_mlp.zip", CLMR_URL, (CLMR_URL,),
+    Release("clmr", "clmr_magnatagatune_mlp.zip", CLMR_RELEASE_URL, (CLMR_RELEASE_URL,),
             "clmr_magnatagatune_mlp/clmr_epoch=10000.ckpt"),
-    Release("tune", "tune_5_tail_epoch_10000.ckpt", TUNE_FOLDER),
-    Release("tune_plus", "tune_plus_epoch_10000.ckpt", TUNE_FOLDER),
+    Release("tune", "tune_5_tail_epoch_10000.ckpt", TUNE_RELEASE_FOLDER),
+    Release("tune_plus", "tune_plus_epoch_10000.ckpt", TUNE_RELEASE_FOLDER),
 ]}
 
 

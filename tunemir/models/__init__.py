@@ -40,9 +40,11 @@ class ModelInfo:
         return not isinstance(self.config, HandcraftedFeature)
 
 
+#: Where the released weights are (`tunemir.weights` fetches them from here).
+CLMR_RELEASE_URL = "https://github.com/Spijkervet/CLMR/releases/download/2.1/clmr_magnatagatune_mlp.zip"
+TUNE_RELEASE_FOLDER = "https://drive.google.com/drive/folders/1MZZs-CRVibaLuW_zmV9KB8sPy495qERJ"
 _TUNE_WEIGHTS = (
-    "the TUNe authors' Google Drive folder "
-    "https://drive.google.com/drive/folders/1MZZs-CRVibaLuW_zmV9KB8sPy495qERJ "
+    f"the TUNe authors' Google Drive folder {TUNE_RELEASE_FOLDER} "
     "(tune_5_tail_epoch_10000.ckpt / tune_plus_epoch_10000.ckpt)"
 )
 _REGISTRY = {
@@ -50,8 +52,7 @@ _REGISTRY = {
     for info in [
         ModelInfo(
             "clmr", "CLMR SampleCNN (Spijkervet & Burgoyne 2021), 512-d", SampleCNNConfig(),
-            "https://github.com/Spijkervet/CLMR/releases/download/2.1/clmr_magnatagatune_mlp.zip "
-            "(clmr_magnatagatune_mlp/clmr_epoch=10000.ckpt, the checkpoint jukemir uses)",
+            f"{CLMR_RELEASE_URL} (clmr_magnatagatune_mlp/clmr_epoch=10000.ckpt, the checkpoint jukemir uses)",
         ),
         ModelInfo("tune", "TUNe, Tailed U-Net Tail+5 (Velez Vasquez & Burgoyne 2022), 512-d",
                   TuneConfig(), _TUNE_WEIGHTS),

@@ -51,6 +51,41 @@ def save_tiny_checkpoint(path: Path, name: str, seed: int = 0) -> torch.nn.Modul
     return model
 
 
+def write_released_weights(folder: Path, name: str, seed: int = 0) -> tuple[Path, torch.nn.Module]:
+    """A tiny `name` encoder saved in `folder` as its released file is (`tunemir.weights`): a
+    Lightning `.ckpt` named like the release, inside the release zip for CLMR. Returns the file
+    and the encoder."""
+    import io
+    import zipfile
+
+    from tunemir.weights import release
+
+    rel = release(name)
+    model = tiny_model(name, seed)
+    checkpoint = {"pytorch-lightning_version": "1.8.6", "epoch": 9999, "global_step": 10,
+                  "state_dict": {f"model.encoder.{k}": v for k, v in model.state_dict().items()}}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / rel.filename
+    if rel.member is None:
+        torch.save(checkpoint, path)
+    else:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(rel.member, buffer.getvalue())
+    return path, model
+
+
+def dev_tool(name: str) -> str | None:
+    """A console script of the `[dev]` extra (hadolint, check-jsonschema, shellcheck): beside this
+    interpreter, else on PATH; None when it is not installed."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
 def synthetic_signal(seconds: float, sample_rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
     """A (samples, channels) float32 test signal: a few harmonic tones with vibrato plus noise,
     different per channel, peaking near 0.5."""
