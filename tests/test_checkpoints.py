@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import dataclasses
 import hashlib
+import io
 import json
+import os
+import pickle
+import pickletools
 import re
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from click.testing import CliRunner
 from safetensors.torch import save_file
 from torch import nn
 
 import tunemir
+from tunemir import safe_pickle
 from tunemir.checkpoints import CheckpointError, read_encoder_weights, save_checkpoint
+from tunemir.cli import main as cli_main
 from tunemir.models import config_from_dict, convert_checkpoint, infer_model, load_model
-from tunemir.testing import TINY_CONFIGS, tiny_model
+from tunemir.testing import TINY_CONFIGS, tiny_model, write_audio
+from tunemir.testing.legacy_pickles import (
+    HPARAMS_KINDS, LIGHTNING_VERSIONS, as_torch1_archive, lightning_names, save_lightning,
+    write_clmr_release,
+)
+from tunemir.testing.legacy_pickles import lightning_checkpoint as lightning_layout
+from tunemir.weights import RELEASES
 
 ENCODERS = ["clmr", "tune", "tune_plus"]
 FRAME = 59049
@@ -231,6 +248,7 @@ def _lightning_module(encoder: nn.Module, d: int, hparams: argparse.Namespace) -
     return ContrastiveLearning()
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's advice on workers, loggers, ...
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # its torch pytree deprecation
 def test_real_lightning_checkpoint(tmp_path: Path) -> None:
@@ -488,3 +506,322 @@ def test_wrong_shape_is_refused(tmp_path: Path) -> None:
     torch.save(state, path)
     with pytest.raises(CheckpointError, match="conv3"):
         load_model("tune", path)
+
+
+# --- checkpoints as each Lightning generation wrote them (stand-in modules give the real GLOBALs) ---
+
+LIGHTNING_MATRIX = [(v, h) for v in LIGHTNING_VERSIONS for h in HPARAMS_KINDS]
+
+
+def _matrix_model(version: str, hparams: str) -> str:
+    return ENCODERS[LIGHTNING_MATRIX.index((version, hparams)) % len(ENCODERS)]
+
+
+def _pickle_globals(path: Path) -> set[str]:
+    """Every GLOBAL the file's pickle names, read with pickletools (nothing is built)."""
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read(next(n for n in archive.namelist() if n.endswith("/data.pkl")))
+    return {arg.replace(" ", ".") for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
+
+
+@pytest.mark.parametrize("version, hparams", LIGHTNING_MATRIX)
+def test_lightning_generations_load(tmp_path: Path, version: str, hparams: str) -> None:
+    name = _matrix_model(version, hparams)
+    model = tiny_model(name, seed=3)
+    # CLMR v2 / TUNe argparse configs name the class; tunemir's trainer config names the registry entry.
+    expected_model = name if version.startswith("2.") else UPSTREAM_NAMES[name]
+    path = save_lightning(tmp_path / "epoch=9999.ckpt", model, version=version, hparams=hparams,
+                          hparams_model=expected_model, epoch=9999, global_step=4321)
+    assert not any(m.split(".")[0] in ("pytorch_lightning", "lightning_fabric") and
+                   getattr(sys.modules[m], "__file__", None) is None for m in sys.modules)  # stand-ins gone
+    named = _pickle_globals(path)
+    old = version < "1.5"
+    assert ("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint" in named) == old
+    assert ("pytorch_lightning.callbacks.early_stopping.EarlyStopping" in named) == old
+    assert any(g.endswith(".AttributeDict") for g in named) == (hparams == "AttributeDict")
+    assert ("argparse.Namespace" in named) == (hparams == "Namespace")
+    weights = read_encoder_weights(path)
+    assert weights.format == "lightning"
+    assert_same_tensors(weights.state_dict, model.state_dict())
+    assert weights.metadata == {"model": expected_model, "epoch": 9999, "global_step": 4321,
+                                "pytorch-lightning_version": version}
+
+
+def test_lightning_generations_refused_by_torch_weights_only(tmp_path: Path) -> None:
+    # The reason for tunemir.safe_pickle: torch's own safe loader cannot read these files.
+    model = tiny_model("clmr")
+    for version, hparams in [("1.2.10", "dict"), ("1.9.5", "AttributeDict")]:
+        path = save_lightning(tmp_path / f"{version}.ckpt", model, version=version, hparams=hparams,
+                              hparams_model="SampleCNN")
+        with pytest.raises(pickle.UnpicklingError):
+            torch.load(path, weights_only=True)
+        assert_same_tensors(read_encoder_weights(path).state_dict, model.state_dict())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", LIGHTNING_VERSIONS)
+def test_lightning_generations_extract_like_the_bare_state_dict(tmp_path: Path, version: str) -> None:
+    hparams = HPARAMS_KINDS[LIGHTNING_VERSIONS.index(version) % len(HPARAMS_KINDS)]
+    name = "clmr" if version < "1.5" else "tune"
+    model = tiny_model(name, seed=7)
+    ckpt = save_lightning(tmp_path / "run.ckpt", model, version=version, hparams=hparams,
+                          hparams_model=UPSTREAM_NAMES[name])
+    bare = tmp_path / "bare.pt"
+    torch.save(model.state_dict(), bare)
+    write_audio(tmp_path / "in" / "x.wav", 4.0, 22050)
+    for out, path in [("a", ckpt), ("b", bare)]:
+        result = CliRunner().invoke(cli_main, ["extract", name, str(tmp_path / "in"), str(tmp_path / out),
+                                               "--checkpoint", str(path), "--workers", "0"])
+        assert result.exit_code == 0, result.output
+    vectors = np.load(tmp_path / "a" / "x.npy")
+    assert vectors.shape == (rep_dim(name),) and np.isfinite(vectors).all()
+    np.testing.assert_array_equal(vectors, np.load(tmp_path / "b" / "x.npy"))
+
+
+def test_torch_1_archive_layout(tmp_path: Path) -> None:
+    # torch 1.6-1.12 wrote no byteorder record; a zip written from a buffer names its folder `archive`.
+    model = tiny_model("tune")
+    path = save_lightning(tmp_path / "old.ckpt", model, version="1.3.8", hparams="Namespace",
+                          hparams_model="Tune5Tail")
+    as_torch1_archive(path)
+    assert not any(n.endswith("byteorder") for n in zipfile.ZipFile(path).namelist())
+    assert_same_tensors(read_encoder_weights(path).state_dict, model.state_dict())
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    (tmp_path / "buffer.pt").write_bytes(buffer.getvalue())
+    assert zipfile.ZipFile(tmp_path / "buffer.pt").namelist()[0].startswith("archive/")
+    assert_same_tensors(read_encoder_weights(tmp_path / "buffer.pt").state_dict, model.state_dict())
+
+
+def test_pre_zip_torch_format(tmp_path: Path) -> None:
+    # torch < 1.6 (and _use_new_zipfile_serialization=False): CLMR v1's plain state_dicts, and a
+    # Lightning 1.2 run on such a torch.
+    model = tiny_model("clmr")
+    path = tmp_path / "v1.pt"
+    torch.save(v1_checkpoint(model, "clmr"), path, _use_new_zipfile_serialization=False)
+    assert path.read_bytes()[:2] != b"PK"
+    assert_same_tensors(read_encoder_weights(path).state_dict, model.state_dict())
+    with lightning_names() as classes:
+        checkpoint = lightning_layout(classes, model, version="1.2.10", hparams="AttributeDict",
+                                          hparams_model="SampleCNN")
+        torch.save(checkpoint, tmp_path / "pl.ckpt", _use_new_zipfile_serialization=False)
+    weights = read_encoder_weights(tmp_path / "pl.ckpt")
+    assert_same_tensors(weights.state_dict, model.state_dict())
+    assert weights.metadata["model"] == "SampleCNN" and weights.metadata["global_step"] == 123456
+    base = torch.arange(60, dtype=torch.float64).reshape(6, 10)
+    torch.save({"a": base, "b": base[2:4], "c": base.t()}, tmp_path / "views.pt", _use_new_zipfile_serialization=False)
+    loaded = safe_pickle.load(tmp_path / "views.pt")
+    assert torch.equal(loaded["b"], base[2:4]) and torch.equal(loaded["c"], base.t())
+    assert loaded["b"].untyped_storage().data_ptr() == loaded["a"].untyped_storage().data_ptr()
+
+
+def test_shared_and_offset_storages(tmp_path: Path) -> None:
+    # Views into one storage (a slice, a transpose) come back as the same values and layout.
+    base = torch.arange(60, dtype=torch.float32).reshape(6, 10)
+    state = {"a": base, "b": base[2:4], "c": base.t(), "d": torch.tensor(3, dtype=torch.int64)}
+    path = tmp_path / "views.pt"
+    torch.save(state, path)
+    loaded = safe_pickle.load(path)
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value) and loaded[key].stride() == value.stride(), key
+    assert loaded["b"].untyped_storage().data_ptr() == loaded["a"].untyped_storage().data_ptr()
+
+
+def test_clmr_release_2_1_shaped_zip(tmp_path: Path) -> None:
+    # The file the clmr image bakes in: clmr_magnatagatune_mlp.zip -> clmr_epoch=10000.ckpt, from
+    # Lightning 1.2-1.4 (class-keyed callbacks, argparse hparams).
+    zipped, model = write_clmr_release(tmp_path / "ctx", seed=2)
+    digest = hashlib.sha256(zipped.read_bytes()).hexdigest()
+    out = tmp_path / "clmr.safetensors"
+    result = CliRunner().invoke(cli_main, ["weights", "fetch", "clmr", "--sha256", digest,
+                                           "--search-dir", str(zipped.parent), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    weights = read_encoder_weights(out)
+    assert_same_tensors(weights.state_dict, model.state_dict())
+    assert weights.metadata["source"]["original_epoch"] == 10000 - 1
+    assert weights.metadata["source"]["original_model"] == "SampleCNN"
+
+    with zipfile.ZipFile(zipped) as archive:
+        (tmp_path / "clmr_epoch=10000.ckpt").write_bytes(archive.read(RELEASES["clmr"].member))
+    result = CliRunner().invoke(cli_main, ["convert-checkpoint", str(tmp_path / "clmr_epoch=10000.ckpt"),
+                                           str(tmp_path / "c.safetensors"), "--model", "clmr"])
+    assert result.exit_code == 0, result.output
+    assert read_encoder_weights(tmp_path / "c.safetensors").weights_sha256 == weights.weights_sha256
+
+
+# --- hostile pickles: named objects stay inert; calling or building one is refused ---
+
+def torch_zip_with_pickle(path: Path, data: bytes) -> Path:
+    """A torch.save zip whose data.pkl is `data` (a hand-written pickle program)."""
+    torch.save({}, path)
+    with zipfile.ZipFile(path) as archive:
+        records = {n: archive.read(n) for n in archive.namelist()}
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, value in records.items():
+            archive.writestr(name, data if name.endswith("/data.pkl") else value)
+    return path
+
+
+class _Payload:
+    """Pickles as a call of `func(*args)`: what a malicious checkpoint holds."""
+
+    def __init__(self, func, *args) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple:
+        return (self.func, self.args)
+
+
+def _evil_checkpoint(tmp_path: Path, payload: object) -> Path:
+    checkpoint = lightning_checkpoint_dict(tiny_model("clmr"))
+    checkpoint["hyper_parameters"] = {"model": "SampleCNN", "payload": payload}
+    path = tmp_path / "evil.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+def lightning_checkpoint_dict(model: nn.Module) -> dict:
+    return {"pytorch-lightning_version": "1.9.5", "epoch": 1, "global_step": 1,
+            "state_dict": {f"model.encoder.{k}": v for k, v in model.state_dict().items()}}
+
+
+@pytest.mark.parametrize("how", ["os.system", "subprocess", "eval", "exec"])
+def test_code_running_reduce_is_refused(tmp_path: Path, how: str) -> None:
+    marker = tmp_path / "pwned"
+    command = f"touch {marker}"
+    payload = {
+        "os.system": _Payload(os.system, command),
+        "subprocess": _Payload(subprocess.call, ["touch", str(marker)]),
+        "eval": _Payload(eval, f"open({str(marker)!r}, 'w')"),
+        "exec": _Payload(exec, f"open({str(marker)!r}, 'w').close()"),
+    }[how]
+    func = payload.func
+    path = _evil_checkpoint(tmp_path, payload)
+    if how == "os.system":  # control: an unrestricted load runs it
+        torch.load(path, weights_only=False)
+        assert marker.exists()
+        marker.unlink()
+    with pytest.raises(CheckpointError) as info:
+        read_encoder_weights(path)
+    assert f"{func.__module__}.{func.__qualname__}" in str(info.value)
+    assert "convert-checkpoint" in str(info.value) and str(path) in str(info.value)
+    assert not marker.exists()
+
+
+def _global(name: str) -> bytes:
+    module, _, attr = name.rpartition(".")
+    return b"c" + module.encode() + b"\n" + attr.encode() + b"\n"
+
+
+#: Hand-written pickle programs that try each way of running a named object (protocol 2 opcodes),
+#: and the object the refusal must name.
+HOSTILE_PROGRAMS = {
+    "REDUCE": (_global("os.system") + b"X\x04\x00\x00\x00true\x85R.", "os.system"),
+    "NEWOBJ": (b"\x80\x02" + _global("pytorch_lightning.callbacks.early_stopping.EarlyStopping") + b")\x81.",
+               "pytorch_lightning.callbacks.early_stopping.EarlyStopping"),
+    "NEWOBJ_EX": (b"\x80\x04" + _global("subprocess.Popen") + b"]\x85}\x92.", "subprocess.Popen"),
+    "BUILD on a class": (b"\x80\x02" + _global("subprocess.Popen") + b"}b.", "subprocess.Popen"),
+    "BUILD with a code state": (b"\x80\x02" + _global("argparse.Namespace") + b")\x81" + _global("os.system")
+                                + b"b.", "argparse.Namespace"),
+    "INST": (b"(X\x04\x00\x00\x00trueios\nsystem\n.", "os.system"),
+    "OBJ": (b"(" + _global("os.system") + b"X\x04\x00\x00\x00trueo.", "os.system"),
+    "callback key called": (b"\x80\x02" + _global("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint")
+                            + b")R.", "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
+    "dict subclass with a code state": (b"\x80\x02" + _global("pytorch_lightning.utilities.parsing.AttributeDict")
+                                        + b")\x81" + _global("os.system") + b"b.", "AttributeDict"),
+    "py2 name": (b"\x80\x02" + _global("__builtin__.eval") + b"X\x01\x00\x00\x001\x85R.", "builtins.eval"),
+    "copyreg reconstructor": (b"\x80\x02" + _global("copy_reg._reconstructor") + _global("os.system")
+                              + _global("__builtin__.object") + b"N\x87R.", "copyreg._reconstructor"),
+}
+
+
+@pytest.mark.parametrize("how", HOSTILE_PROGRAMS)
+def test_hostile_pickle_programs_are_refused(tmp_path: Path, how: str) -> None:
+    program, refused = HOSTILE_PROGRAMS[how]
+    pickletools.dis(program, out=io.StringIO())  # a well-formed program: the refusal is the loader's doing
+    path = torch_zip_with_pickle(tmp_path / "hostile.pt", program)
+    with pytest.raises(CheckpointError, match="refused") as info:
+        read_encoder_weights(path)
+    assert f"object {refused}" in str(info.value)
+
+
+def test_named_but_unused_objects_stay_inert(tmp_path: Path) -> None:
+    # A GLOBAL that is only a value (Lightning 1.x `hparams_type`, a class used as a key) loads as a marker.
+    model = tiny_model("clmr")
+    checkpoint = lightning_checkpoint_dict(model)
+    checkpoint |= {"hparams_type": os.system, "callbacks": {subprocess.Popen: {"x": torch.ones(2)}}}
+    path = tmp_path / "inert.ckpt"
+    torch.save(checkpoint, path)
+    loaded = safe_pickle.load(path)
+    assert loaded["hparams_type"] is not os.system
+    assert safe_pickle.opaque_name(loaded["hparams_type"]) == f"{os.system.__module__}.system"
+    (key,) = loaded["callbacks"]
+    assert safe_pickle.opaque_name(key) == "subprocess.Popen"
+    assert torch.equal(loaded["callbacks"][key]["x"], torch.ones(2))
+    with pytest.raises(safe_pickle.RefusedObject):
+        key(["true"])
+    assert_same_tensors(read_encoder_weights(path).state_dict, model.state_dict())
+
+
+def test_legacy_format_payload_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "legacy.pt"
+    torch.save({"x": _Payload(os.system, f"touch {marker}")}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="system"):
+        read_encoder_weights(path)
+    assert not marker.exists()
+
+
+def test_damaged_storages_are_not_read_past(tmp_path: Path) -> None:
+    # A tensor that points past its storage, or a missing storage record: a damaged file, not a crash.
+    path = tmp_path / "t.pt"
+    torch.save({"w": torch.ones(4, 4)}, path)
+    with zipfile.ZipFile(path) as archive:
+        records = {n: archive.read(n) for n in archive.namelist()}
+    for tag, change in [("short", lambda n, v: v[:8] if "/data/" in n else v),
+                        ("missing", lambda n, v: None if "/data/" in n else v)]:
+        bad = tmp_path / f"{tag}.pt"
+        with zipfile.ZipFile(bad, "w") as archive:
+            for name, value in records.items():
+                if change(name, value) is not None:
+                    archive.writestr(name, change(name, value))
+        with pytest.raises(CheckpointError, match="not a PyTorch checkpoint") as info:
+            read_encoder_weights(bad)
+        assert "storage" in str(info.value) and str(bad) in str(info.value)
+
+
+def test_plain_values_of_every_kind_load(tmp_path: Path) -> None:
+    # Protocol 2 writes sets as `__builtin__.set`, bytes through `_codecs.encode`, paths by REDUCE.
+    values = {
+        "set": {1, 2}, "frozenset": frozenset({"a"}), "bytes": b"\x00\xffabc", "bytearray": bytearray(b"xy"),
+        "complex": 1 + 2j, "tuple": (1, "a", None), "floats": [float("inf"), -0.0], "size": torch.Size([2, 3]),
+        "device": torch.device("cpu"), "dtype": torch.bfloat16, "path": Path("/runs/x.ckpt"),
+        "ordered": collections.OrderedDict(a=1), "namespace": argparse.Namespace(lr=0.1, model="SampleCNN"),
+        "half": torch.arange(6, dtype=torch.float16), "bf16": torch.ones(3, dtype=torch.bfloat16),
+        "bool": torch.tensor([True, False]), "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4),
+    }
+    path = tmp_path / "values.pt"
+    torch.save(values, path)
+    assert "__builtin__.set" in _pickle_globals(path)
+    loaded = safe_pickle.load(path)
+    assert loaded.keys() == values.keys()
+    for key, value in values.items():
+        got = loaded[key]
+        if isinstance(value, torch.Tensor):
+            assert got.dtype == value.dtype and torch.equal(got, value), key
+        elif isinstance(value, argparse.Namespace):
+            assert vars(got) == vars(value), key
+        elif isinstance(value, Path):
+            assert str(got) == str(value), key
+        else:
+            assert got == value and type(got) is type(value), key
+
+
+def test_hand_saved_state_dict_wrapper(tmp_path: Path) -> None:
+    # torch.save({"state_dict": ..., "epoch": ...}) without Lightning: the wrapped dict is the state.
+    model = tiny_model("tune")
+    path = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": v1_checkpoint(model, "tune"), "epoch": 3, "optimizer": adam_state(model)}, path)
+    weights = read_encoder_weights(path)
+    assert weights.format == "clmr-v1"
+    assert_same_tensors(weights.state_dict, model.state_dict())

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tunemir import __version__
+from tunemir import __version__, safe_pickle
 from tunemir.fileio import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -32,18 +30,6 @@ class CheckpointError(Exception):
 class MissingWeightsError(CheckpointError):
     """A model that needs weights was asked for without any."""
 
-
-class _AttributeDict(dict):
-    """Stand-in for Lightning's AttributeDict (a plain dict subclass) in `hyper_parameters`."""
-
-
-#: Everything beyond tensors and builtin containers that CLMR v2 / TUNe Lightning checkpoints
-#: hold: the argparse config and Lightning's hparams dict. Nothing here runs code on load.
-_ALLOWED_GLOBALS = [
-    argparse.Namespace,
-    (_AttributeDict, "pytorch_lightning.utilities.parsing.AttributeDict"),
-    (_AttributeDict, "lightning.fabric.utilities.data.AttributeDict"),
-]
 
 # CLMR release 1.0 (SampleCNN59049) named the blocks conv1..conv11 instead of sequential.0..10.
 _RELEASE_1_0_KEY = re.compile(r"^conv(\d+)\.(\d+)\.(.+)$")
@@ -80,7 +66,7 @@ def read_encoder_weights(path: Path | str) -> EncoderWeights:
     Formats: tunemir `.safetensors`; Lightning `.ckpt` from CLMR v2 / TUNe (`model.encoder.*`,
     else `encoder.*`); CLMR v1 `.pt` (`encoder.*`); CLMR release 1.0 (`encoder.conv1..11`,
     remapped to `sequential.0..10`); a bare encoder state_dict. Pickle-based files are read
-    with `torch.load(weights_only=True)` and an allowlist of two harmless classes.
+    by `tunemir.safe_pickle`, which builds tensors and plain containers and never runs code.
     """
     path = Path(path)
     if not path.is_file():
@@ -105,8 +91,13 @@ def save_checkpoint(
         "weights_sha256": weights_sha256(tensors),
         "source": source or {},
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+    try:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+    except OSError as err:
+        blocker = next((p for p in Path(path).parents if p.is_file()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker else f"{err.strerror} ({err.filename})"
+        raise CheckpointError(f"cannot write {path}: {reason}; choose an output path in a writable folder") from None
     return metadata
 
 
@@ -123,7 +114,8 @@ def _read_safetensors(path: Path) -> EncoderWeights:
             raw = handle.metadata() or {}
             state = {k: handle.get_tensor(k) for k in handle.keys()}
     except Exception as err:  # safetensors raises its own SafetensorError and OSError types
-        raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}); check the download "
+                              f"(is it complete?) or convert the original checkpoint again") from None
     metadata = json.loads(raw[_METADATA_KEY]) if _METADATA_KEY in raw else {}
     if metadata:
         if metadata.get("format") != FORMAT_NAME or metadata.get("format_version", 0) > FORMAT_VERSION:
@@ -142,36 +134,34 @@ def _read_safetensors(path: Path) -> EncoderWeights:
 
 def _read_torch(path: Path) -> EncoderWeights:
     try:
-        with torch.serialization.safe_globals(_ALLOWED_GLOBALS):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        if found is None:  # no class was refused: the pickle stream itself is damaged or foreign
-            raise CheckpointError(
-                f"{path} is not a PyTorch checkpoint or safetensors file (invalid pickle data); "
-                f"check the download (is it complete? is it still zipped?)"
-            ) from None
+        obj = safe_pickle.load(path)
+    except safe_pickle.RefusedObject as err:
         raise CheckpointError(
-            f"{path} was refused: it needs the Python object {found.group(1)}, which tunemir will "
-            f"not unpickle (loading it "
-            f"could run arbitrary code). If you trust the file, re-save its tensors in the "
-            f"environment that wrote it: torch.save(ckpt['state_dict'], 'weights.pt'), then "
-            f"`tunemir convert-checkpoint weights.pt OUT.safetensors`"
+            f"{path} was refused: it needs the Python object {err.name}, which tunemir will "
+            f"not build (loading it could run arbitrary code). If you trust the file, re-save its "
+            f"tensors in the environment that wrote it: torch.save(ckpt['state_dict'], 'weights.pt'), "
+            f"then `tunemir convert-checkpoint weights.pt OUT.safetensors`"
         ) from None
-    except Exception as err:  # damaged files also make torch.load raise IndexError, KeyError, ...
+    except safe_pickle.NotACheckpoint as err:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint or safetensors file: {err}; {err.fix}") from None
+    except Exception as err:  # damaged pickles raise EOFError, ValueError, UnpicklingError, ...
         raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint or safetensors file ({err}); "
-            f"check the download (is it complete? is it still zipped?)"
+            f"{path} is not a PyTorch checkpoint or safetensors file: its pickle data is damaged "
+            f"({type(err).__name__}: {str(err)[:200]}); check the download (is it complete?)"
         ) from None
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
+        what = safe_pickle.opaque_name(obj) or type(obj).__name__
+        raise CheckpointError(f"{path} holds a {what}, not a dict of tensors; pass a checkpoint or state_dict file")
     if "pytorch-lightning_version" in obj:
         state = obj.get("state_dict")
         if not isinstance(state, dict):
-            raise CheckpointError(f"{path} is a Lightning checkpoint without a state_dict")
+            raise CheckpointError(f"{path} is a Lightning checkpoint without a state_dict: it holds no "
+                                  f"weights; pass the .ckpt that trainer.save_checkpoint wrote with the model")
         hparams = obj.get("hyper_parameters")
-        hparams = vars(hparams) if isinstance(hparams, argparse.Namespace) else hparams
+        hparams = vars(hparams) if isinstance(hparams, safe_pickle.Namespace) else hparams
         hparams = hparams if isinstance(hparams, dict) else {}
+        if isinstance(hparams.get("config"), dict):  # tunemir's trainer: save_hyperparameters() of config
+            hparams = hparams["config"]
         metadata = {
             key: value
             for key, value in [("model", hparams.get("model")), ("epoch", obj.get("epoch")),
@@ -179,7 +169,9 @@ def _read_torch(path: Path) -> EncoderWeights:
                                ("pytorch-lightning_version", obj["pytorch-lightning_version"])]
             if isinstance(value, (str, int, float))
         }
-        return EncoderWeights(_select_encoder(state, path), "lightning", sha256_file(path), metadata)
+        return EncoderWeights(_select_encoder(state, path, lightning=True), "lightning", sha256_file(path), metadata)
+    if isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]  # torch.save({"state_dict": model.state_dict(), ...}) by hand
     if not any(str(k).startswith("encoder.") for k in obj):
         fmt = "state_dict"  # a bare encoder state_dict
     elif any(_RELEASE_1_0_KEY.match(str(k).removeprefix("encoder.")) for k in obj):
@@ -189,13 +181,18 @@ def _read_torch(path: Path) -> EncoderWeights:
     return EncoderWeights(_select_encoder(obj, path), fmt, sha256_file(path))
 
 
-def _select_encoder(state: dict, path: Path) -> dict[str, torch.Tensor]:
+def _select_encoder(state: dict, path: Path, lightning: bool = False) -> dict[str, torch.Tensor]:
     """Keep the encoder tensors, prefix stripped; remap release-1.0 names; drop any `fc`."""
     for prefix in ("model.encoder.", "encoder."):
-        selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        selected = {k[len(prefix):]: v for k, v in state.items() if str(k).startswith(prefix)}
         if selected:
             break
     else:
+        if lightning:
+            keys = ", ".join(map(str, list(state)[:4])) or "none"
+            raise CheckpointError(
+                f"{path} is a Lightning checkpoint without encoder weights (no 'model.encoder.*' keys; "
+                f"its state_dict holds {keys}); pass the checkpoint of a CLMR/TUNe contrastive run")
         selected = dict(state)  # a bare encoder state_dict
     remapped = {}
     for key, value in selected.items():
@@ -205,7 +202,9 @@ def _select_encoder(state: dict, path: Path) -> dict[str, torch.Tensor]:
         if key.split(".")[0] == "fc":
             continue  # the classifier is not part of the encoder
         if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+            what = safe_pickle.opaque_name(value) or type(value).__name__
+            raise CheckpointError(f"{path}: entry {key!r} is a {what}, not a tensor; "
+                                  f"pass the checkpoint that holds the encoder weights")
         remapped[key] = value
     if not remapped:
         raise CheckpointError(f"{path} holds no encoder tensors (no 'model.encoder.*' or 'encoder.*' keys)")
