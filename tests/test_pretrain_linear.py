@@ -150,3 +150,17 @@ def test_linear_evaluation_usage_errors(tmp_path, toy_dataset):
                                        "--dataset", "toytags", "--datasets-dir", str(toy_dataset),
                                        "--audio-cache-dir", str(tmp_path / "cache"), "--device", "cpu"])
     assert result.exit_code == 1 and "holds a 'clmr' encoder, but 'tune' was requested" in result.output
+
+
+def test_fit_stops_on_a_non_finite_loss():
+    from torch import nn
+
+    from tunemir.pretrain.linear import LinearEvalError, LinearEvalSettings, fit
+
+    head = nn.Linear(4, 2)
+    x, y = torch.ones(6, 4), torch.zeros(6, 2)
+    x[2, 1] = float("inf")
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
+    with pytest.raises(LinearEvalError, match="epoch 0: the loss is (nan|inf).*lower --learning-rate"):
+        fit(head, lambda epoch: [(x, y)], lambda: [(x, y)], nn.BCEWithLogitsLoss(), optimizer, 0.1,
+            LinearEvalSettings(max_epochs=3), torch.device("cpu"))

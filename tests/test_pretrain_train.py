@@ -240,3 +240,87 @@ def test_two_process_ddp_with_gathered_negatives(tmp_path, audio_dir):
     steps, losses, _, _ = read_loss(folder / "csv")
     # Before any learning, NT-Xent is about log(2N - 1) for the 2N = 8 gathered views, not log(3).
     assert abs(losses[0] - np.log(7)) < 0.5
+
+
+def test_config_yaml_spellings_of_encoder_config_and_devices(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("model: clmr\nencoder_config:\n  channels: [4, 4, 4, 8, 8, 8, 8, 8, 8, 16, 16]\n"
+                    "devices: [0, 1]\nprecision: 32\n")
+    c = load_config(path)
+    assert json.loads(c.encoder_config) == json.loads(TINY_CLMR)
+    assert (c.devices, c.precision) == ("0,1", "32")
+    assert load_config(path, {"devices": "auto"}).devices == "auto"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"temperature": 0.0}, "--temperature=0.0: must be a finite number greater than 0"),
+    ({"learning_rate": float("inf")}, "--learning_rate=inf"),
+    ({"augment.p_pitch": -0.1}, "--augment.p_pitch=-0.1: a probability"),
+    ({"model": "tune", "encoder_config": '{"channels": 2, "depth": 3}'}, "unknown field 'depth' for tune"),
+])
+def test_every_value_is_checked_and_named_as_typed(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_config(overrides=overrides)
+
+
+def test_non_finite_audio_is_a_failed_file_not_a_clip(tmp_path):
+    import soundfile as sf
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    signal = np.random.default_rng(0).uniform(-0.5, 0.5, 3 * SAMPLE_RATE).astype(np.float32)
+    sf.write(folder / "fine.wav", signal, SAMPLE_RATE, subtype="FLOAT")
+    signal[100] = np.nan
+    sf.write(folder / "nan.wav", signal, SAMPLE_RATE, subtype="FLOAT")
+    cache = build_cache(folder_sources(folder), tmp_path / "cache", "x", workers=1, progress=False)
+    assert cache.uids == ["fine.wav"] and "NaN" in cache.failed["nan.wav"]  # not int16 garbage
+
+
+def test_a_checkpoint_with_non_finite_weights_is_never_written(tmp_path):
+    from tunemir.pretrain.module import AtomicCheckpointIO, TrainingError
+
+    state = {"model.encoder.w": torch.ones(3), "model.projector.0.weight": torch.tensor([1.0, float("inf")])}
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(TrainingError, match=r"epoch 4, step 9: 1 weight tensors are not finite \(first: "
+                                            r"model.projector.0.weight\), so last.ckpt was not written"):
+        AtomicCheckpointIO().save_checkpoint({"state_dict": state, "epoch": 4, "global_step": 9}, target)
+    assert not target.parent.exists()  # nothing written, not even a temporary file
+    state["model.projector.0.weight"][1] = 2.0
+    AtomicCheckpointIO().save_checkpoint({"state_dict": state, "epoch": 4, "global_step": 9}, target)
+    assert torch.load(target, weights_only=True)["state_dict"]["model.projector.0.weight"].tolist() == [1.0, 2.0]
+
+
+def _train_cli(tmp_path, audio_dir, *extra):
+    args = ["train", "--model", "clmr", "--encoder_config", TINY_CLMR, "--audio_dir", str(audio_dir),
+            "--audio_cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "runs"), "--name", "run",
+            "--batch_size", "4", "--num_workers", "0", "--accelerator", "cpu", "--checkpoint_every_n_epochs", "1",
+            "--augment_on", "none", "--no-progress", *extra]
+    return CliRunner().invoke(main, args)
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_with_exit_1_and_writes_no_weights(tmp_path, audio_dir):
+    result = _train_cli(tmp_path, audio_dir, "--max_epochs", "3", "--learning_rate", "1e30")
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "training stopped at epoch 0, step 1: the NT-Xent loss is nan" in result.output
+    assert "--learning_rate 1e+30 too large" in result.output
+    assert list((tmp_path / "runs" / "run" / "checkpoints").glob("*.ckpt")) == []
+    assert not (tmp_path / "runs" / "run" / "run.json").exists()
+
+
+@pytest.mark.slow
+def test_divergence_after_a_good_epoch_keeps_the_good_checkpoint(tmp_path, audio_dir):
+    assert _train_cli(tmp_path, audio_dir, "--max_epochs", "1").exit_code == 0
+    last = tmp_path / "runs" / "run" / "checkpoints" / "last.ckpt"
+    good = last.read_bytes()
+    # A resumed run keeps the network: another model is refused before anything runs.
+    refused = _train_cli(tmp_path, audio_dir, "--resume", "last", "--model", "tune", "--encoder_config", "{}")
+    assert refused.exit_code == 2 and "trained with model='clmr'" in refused.output
+    # The resumed run uses the learning rate given now (not the one in the optimizer state), and diverges.
+    result = _train_cli(tmp_path, audio_dir, "--resume", "last", "--max_epochs", "3", "--learning_rate", "1e30")
+    assert result.exit_code == 1, result.output
+    assert "training stopped at epoch 1, step 3: the NT-Xent loss is nan" in result.output
+    assert last.read_bytes() == good
+    assert sorted(p.name for p in last.parent.glob("*.ckpt")) == ["epoch=00000.ckpt", "last.ckpt"]
+    state = torch.load(last, weights_only=True)
+    assert state["epoch"] == 0 and all(torch.isfinite(v).all() for v in state["state_dict"].values())

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
 
-from tunemir.pretrain.config import ConfigError, dump_config, load_config, option_fields
+from tunemir.pretrain.config import (
+    MAX_SEED, ConfigError, dump_config, load_config, option_fields, parse_encoder_config, read_yaml,
+    trainable_models,
+)
+
+#: Options that fix the network's shape: a resumed run keeps them.
+ARCHITECTURE = ("model", "encoder_config", "projection_dim")
 
 
 def _config_options(command):
@@ -65,32 +72,72 @@ Checkpoints load directly in `tunemir extract --checkpoint` and CLMR's/TUNe's ow
 @_config_options
 def train(config_file, resume, print_config, progress, **options) -> None:
     overrides = {name.replace("__", "."): value for name, value in options.items() if value is not None}
+    from tunemir.pretrain.data import PretrainDataError
+
     try:
-        config = resolve_config(config_file, overrides, resume)
-    except (ConfigError, FileNotFoundError) as err:
+        config, checkpoint = resolve_config(config_file, overrides, resume)
+    except ConfigError as err:
         raise click.UsageError(str(err)) from None
     if print_config:
         click.echo(dump_config(config), nl=False)
         return
-    from tunemir.pretrain.data import PretrainDataError
+    from tunemir.pretrain.module import ResumeError, TrainingError
     from tunemir.pretrain.module import train as run_train
 
     try:
-        folder = run_train(config, resume=resume, progress=progress)
-    except PretrainDataError as err:
+        folder = run_train(config, resume=checkpoint, progress=progress)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+    except (PretrainDataError, ResumeError, TrainingError) as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"run folder: {folder} (checkpoints/, loss.png, run.json)")
 
 
 def resolve_config(config_file, overrides: dict, resume: str | None):
-    """The run's configuration; when resuming, the checkpoint's stored options are the base."""
-    from tunemir.pretrain.module import resolve_resume, stored_config
+    """(the run's configuration, the checkpoint to resume or None); when resuming, the
+    checkpoint's stored options are the base, and the options that shape the network must agree."""
+    if resume is None:
+        return load_config(config_file, overrides), None
+    from tunemir.pretrain.module import ResumeError, resolve_resume, stored_config
 
-    base = None
-    if resume is not None:
-        path = resolve_resume(load_config(config_file, overrides), resume)
-        base = stored_config(path)
-    return load_config(config_file, overrides, base=base)
+    path = resolve_resume(load_config(config_file, overrides) if resume == "last" else None, resume)
+    try:
+        stored = stored_config(path)
+    except ResumeError as err:
+        raise click.ClickException(str(err)) from None
+    where = f"{path} (stored configuration)"
+    trained = load_config(base=stored, base_name=where)
+    requested = read_yaml(config_file) if config_file is not None else {}
+    requested = {**(requested if isinstance(requested, dict) else {}), **overrides}
+    for key in ARCHITECTURE:  # checked before the rest: a new model would reject the old encoder_config
+        if key in requested and not _same(key, requested[key], getattr(trained, key)):
+            raise ConfigError(f"--{key}: {path} was trained with {key}={getattr(trained, key)!r}, not "
+                              f"{requested[key]!r}; a resumed run keeps the network's shape (train the other "
+                              f"one as a new run, e.g. with another --name)")
+    return load_config(config_file, overrides, base=stored, base_name=where), path
+
+
+def _same(key: str, requested, trained) -> bool:
+    if key != "encoder_config":
+        return requested == trained
+    try:  # compared as parsed JSON; text that is not JSON is reported by load_config
+        mine = json.loads(requested) if isinstance(requested, str) else requested
+    except json.JSONDecodeError:
+        return True
+    return (mine or {}) == (json.loads(trained) if trained else {})
+
+
+def _positive_finite(ctx, param, value):
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value} is not a finite number greater than 0", ctx, param)
+    return value
+
+
+def _device(ctx, param, value: str):
+    kind, _, index = value.partition(":")
+    if value in ("auto", "cpu", "cuda", "mps") or (kind == "cuda" and index.isdigit()):
+        return value
+    raise click.BadParameter(f"{value!r} is not a device: give auto, cpu, cuda, cuda:N or mps", ctx, param)
 
 
 @click.group()
@@ -112,13 +159,13 @@ def evaluate() -> None:
               default="runs/linear-evaluation", show_default=True)
 @click.option("--mlp", is_flag=True, help="One hidden layer (512, ReLU) instead of a linear head.")
 @click.option("--supervised", is_flag=True, help="Train the model end to end from scratch (CLMR's baseline).")
-@click.option("--learning-rate", "--learning_rate", "learning_rate", type=float,
+@click.option("--learning-rate", "--learning_rate", "learning_rate", type=float, callback=_positive_finite,
               help="[default: 1e-3 for heads, 3e-4 (SGD) supervised]")
 @click.option("--max-epochs", "--max_epochs", "max_epochs", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", "--batch_size", "batch_size", type=click.IntRange(min=1), default=48, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=42, show_default=True)
+@click.option("--device", default="auto", show_default=True, callback=_device, help="auto, cpu, cuda or cuda:N.")
 @click.option("--encoder-config", "encoder_config", help="JSON of encoder fields for --supervised (small models).")
 def linear(checkpoint, model, dataset, datasets_dir, audio_cache_dir, output_dir, mlp, supervised, learning_rate,
            max_epochs, patience, batch_size, seed, device, encoder_config) -> None:
@@ -128,20 +175,37 @@ def linear(checkpoint, model, dataset, datasets_dir, audio_cache_dir, output_dir
     PR-AUC. Writes OUTPUT_DIR/linear_evaluation.json."""
     from tunemir.checkpoints import CheckpointError
     from tunemir.extract import ExtractUsageError
+    from tunemir.models import UnknownModelError
     from tunemir.pretrain.data import PretrainDataError
-    from tunemir.pretrain.linear import LinearEvalSettings, linear_evaluation
+    from tunemir.pretrain.linear import LinearEvalError, LinearEvalSettings, LinearEvalUsageError, linear_evaluation
+    from tunemir.probe.tasks import TaskError
 
     if supervised == (checkpoint is not None):
         raise click.UsageError("give --checkpoint (linear evaluation) or --supervised --model NAME, not both")
+    if supervised:
+        if model not in trainable_models():
+            raise click.UsageError(f"--model {model}: --supervised trains one of {', '.join(trainable_models())}; "
+                                   f"choose one with --model" if model else
+                                   f"--supervised needs --model, one of {', '.join(trainable_models())}")
+        if mlp:
+            raise click.UsageError("--mlp applies to the head on a frozen encoder: leave it out with --supervised")
+        if batch_size < 2:
+            raise click.UsageError("--batch-size must be at least 2 with --supervised (batch norm trains on it)")
+    elif encoder_config is not None:
+        raise click.UsageError("--encoder-config applies with --supervised only (a --checkpoint fixes the encoder)")
+    try:
+        overrides = parse_encoder_config(model, encoder_config, "--encoder-config") if encoder_config else None
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
     settings = LinearEvalSettings(mlp=mlp, supervised=supervised, learning_rate=learning_rate,
                                   max_epochs=max_epochs, patience=patience, batch_size=batch_size, seed=seed)
     try:
         result = linear_evaluation(output_dir, checkpoint=checkpoint, model=model, dataset=dataset,
                                    datasets_dir=datasets_dir, audio_cache_dir=audio_cache_dir, settings=settings,
-                                   device=device, encoder_config=json.loads(encoder_config) if encoder_config else None)
-    except (CheckpointError, PretrainDataError) as err:
+                                   device=device, encoder_config=overrides)
+    except (CheckpointError, PretrainDataError, TaskError, LinearEvalError) as err:
         raise click.ClickException(str(err)) from None
-    except (ExtractUsageError, ValueError) as err:
+    except (ExtractUsageError, LinearEvalUsageError, UnknownModelError) as err:
         raise click.UsageError(str(err)) from None
     metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in result["test"].items())
     click.echo(f"{dataset} test ({result['test_clips']} clips): {metrics}; after {result['epochs']} epochs. "

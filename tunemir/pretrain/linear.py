@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 
 
+class LinearEvalError(RuntimeError):
+    """An evaluation that cannot give a result (non-finite features or loss); the message says why."""
+
+
+class LinearEvalUsageError(ValueError):
+    """Options that do not fit the dataset or each other."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LinearEvalSettings:
     """CLMR's defaults: Adam 1e-3 with weight decay 1e-6, batch 48, ReduceLROnPlateau (x0.1
@@ -141,6 +149,10 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable], valid_batche
         for x, y in train_batches(epoch):
             x, y = x.to(device), y.to(device)
             loss = loss_fn(model(x), y)
+            if not bool(torch.isfinite(loss)):
+                raise LinearEvalError(f"training stopped at epoch {epoch}: the loss is {float(loss)}; the "
+                                      f"learning rate ({optimizer.param_groups[0]['lr']:g}) is likely too large: "
+                                      f"lower --learning-rate")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -216,8 +228,8 @@ def linear_evaluation(
     datasets, caches_root = data_roots(datasets_dir, audio_cache_dir)
     task = load_task(dataset, datasets / dataset)
     if task.output_type == "regression":
-        raise ValueError(f"{dataset} is a regression task; the CLMR protocol covers tagging and classification "
-                         f"(use `tunemir probe` for it)")
+        raise LinearEvalUsageError(f"--dataset {dataset} is a regression task; the CLMR protocol covers tagging "
+                                   f"and classification (use `tunemir probe` for it)")
     multilabel = task.output_type == "multilabel"
     meta = load_meta(datasets, dataset)
     caches, targets = {}, {}
@@ -227,12 +239,12 @@ def linear_evaluation(
     torch.manual_seed(settings.seed)
     if settings.supervised:
         if model is None:
-            raise ValueError("the supervised baseline needs a model name (e.g. clmr)")
+            raise LinearEvalUsageError("the supervised baseline needs a model name: --model clmr, tune or tune_plus")
         config = config_from_dict(model, encoder_config) if encoder_config else None
         encoder = build_model(model, config)
     else:
         if checkpoint is None:
-            raise ValueError("linear evaluation needs the encoder's --checkpoint")
+            raise LinearEvalUsageError("linear evaluation needs the encoder's --checkpoint")
         encoder, model = load_encoder(checkpoint, model)
     loss_fn = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
     y = {s: torch.from_numpy(targets[s]) for s in SPLITS}
@@ -250,6 +262,8 @@ def linear_evaluation(
             order = torch.randperm(len(crops), generator=gen)
             for i in range(0, len(order), settings.batch_size):
                 rows = order[i: i + settings.batch_size]
+                if len(rows) < 2:  # batch norm cannot train on a last batch of one clip
+                    continue
                 audio = np.stack([crop(train_cache, int(r), int(crops[r])) for r in rows])
                 yield torch.from_numpy(audio)[:, None], y["train"][rows]
 
@@ -263,6 +277,9 @@ def linear_evaluation(
         frozen = InferenceEncoder(encoder).to(dev).eval()  # built once: BN folded, channels-last
         features = {s: torch.from_numpy(encode_crops(frozen, caches[s], starts[s], dev)) for s in ("train", "valid")}
         test_features, owners = map_test_frames(lambda frames: run_frames(frozen, frames, dev), caches["test"])
+        if not all(bool(torch.isfinite(f).all()) for f in features.values()) or not np.isfinite(test_features).all():
+            raise LinearEvalError(f"the encoder of {checkpoint} gives non-finite features (NaN or inf): its weights "
+                                  f"are damaged or come from a diverged training run; use an earlier checkpoint")
         head_dim = features["train"].shape[1]
         head = _head(head_dim, task.num_outputs, settings.mlp).to(dev)
         lr = settings.learning_rate or 1e-3
@@ -274,6 +291,10 @@ def linear_evaluation(
         with torch.no_grad():
             logits = head(torch.from_numpy(test_features).to(dev)).float().cpu().numpy()
         weights = head.state_dict()
+    if not np.isfinite(logits).all() or not all(bool(torch.isfinite(v).all()) for v in weights.values()
+                                                  if v.is_floating_point()):
+        raise LinearEvalError("the trained weights give non-finite predictions (NaN or inf); nothing was written. "
+                              "Lower --learning-rate")
     predictions = clip_predictions(logits, owners, len(caches["test"]), multilabel)
     metrics = clip_metrics(targets["test"], predictions, multilabel)
     out = Path(output_dir)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
@@ -23,16 +24,26 @@ from tunemir.audio import FRAME_LENGTH
 from tunemir.fileio import atomic_path
 from tunemir.models import build_model, config_from_dict
 from tunemir.pretrain.augment import CLMRAugment
-from tunemir.pretrain.config import PretrainConfig, dump_config, load_config
+from tunemir.pretrain.config import ConfigError, PretrainConfig, dump_config, load_config
 from tunemir.pretrain.contrastive import Projector, nt_xent
 from tunemir.pretrain.data import (
-    AudioCache, CropPairs, EpochSampler, augment_seed, build_cache, data_roots, dataset_sources, folder_sources,
+    AudioCache, CropPairs, EpochSampler, PretrainDataError, augment_seed, build_cache, data_roots, dataset_sources,
+    folder_sources,
 )
 
 log = logging.getLogger(__name__)
 # Lightning notes that the module's on_after_batch_transfer is used with a datamodule: intended.
 warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+
+
+class TrainingError(RuntimeError):
+    """A run that had to stop (a non-finite loss or weights, an unwritable folder); the message
+    says where and what to change. The last good checkpoint, if any, is kept."""
+
+
+class ResumeError(ValueError):
+    """A `--resume` file that is not a checkpoint this run can continue from."""
 
 
 class ContrastiveModel(nn.Module):
@@ -53,7 +64,16 @@ def build_encoder(config: PretrainConfig) -> nn.Module:
     """The registry's encoder, or one with `encoder_config` (JSON of its config fields)."""
     if not config.encoder_config:
         return build_model(config.model)
-    return build_model(config.model, config_from_dict(config.model, json.loads(config.encoder_config)))
+    return build_model(config.model, config_from_dict(config.model, config.encoder_overrides()))
+
+
+def build_augment(config: PretrainConfig) -> CLMRAugment:
+    """The augmentation chain; an error names `--augment.max_semitones` when it leaves no pitch shift."""
+    augment = CLMRAugment(config.augment)
+    if not augment.ratios:
+        raise ConfigError(f"--augment.max_semitones={config.augment.max_semitones}: no pitch-shift ratio of "
+                          f"torch-pitch-shift lies within it at {config.augment.sample_rate} Hz; give at least 0.35")
+    return augment
 
 
 class ContrastiveLearning(pl.LightningModule):
@@ -66,7 +86,13 @@ class ContrastiveLearning(pl.LightningModule):
         self.save_hyperparameters()  # {"config": primitives}: checkpoints stay weights_only-loadable
         self.config = load_config(base=config)
         self.model = ContrastiveModel(build_encoder(self.config), self.config.projection_dim)
-        self.augment = CLMRAugment(self.config.augment) if self.config.augment_on == "device" else None
+        self.augment = build_augment(self.config) if self.config.augment_on == "device" else None
+
+    def on_train_start(self) -> None:
+        # A resumed run restores the optimizer with its old learning rate: the configured one wins.
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = self.config.learning_rate
 
     def on_after_batch_transfer(self, batch: torch.Tensor, dataloader_idx: int) -> torch.Tensor:
         if self.augment is None or not self.trainer.training:
@@ -87,9 +113,26 @@ class ContrastiveLearning(pl.LightningModule):
             z_i = self.all_gather(z_i, sync_grads=True).flatten(0, 1)
             z_j = self.all_gather(z_j, sync_grads=True).flatten(0, 1)
         loss = nt_xent(z_i, z_j, self.config.temperature)
+        # Every rank stops together (a rank raising alone would leave the others waiting).
+        if self.trainer.strategy.reduce_boolean_decision(not bool(torch.isfinite(loss)), all=False):
+            c = self.config
+            raise TrainingError(
+                f"training stopped at epoch {self.current_epoch}, step {self.global_step}: the NT-Xent loss is "
+                f"{float(loss.detach())} on at least one device, so the weights are no longer usable and were not "
+                f"saved (checkpoints of earlier epochs are kept). Likely causes: --learning_rate {c.learning_rate:g} "
+                f"too large, --temperature {c.temperature:g} too small, or --precision {c.precision} "
+                f"overflowing; lower the learning rate and resume from the last good checkpoint"
+            )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch.shape[0],
                  sync_dist=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Runs before ModelCheckpoint saves, on every rank (only rank 0 writes, so only it would see
+        # AtomicCheckpointIO's own check, and the other ranks would wait for it forever).
+        bad = non_finite(self.state_dict())
+        if self.trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
+            raise _diverged(self.current_epoch, self.global_step, bad or ["(on another device)"], "a checkpoint")
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
@@ -103,19 +146,34 @@ class PretrainData(pl.LightningDataModule):
         super().__init__()
         self.config = config
         self.dataset: CropPairs | None = None
+        self._sources: tuple[list[tuple[str, Path]], str] | None = None
         self._opened: AudioCache | None = None
 
-    def _cache(self) -> AudioCache:
-        """The decoded audio, built on first use in this process (listing and fingerprinting
-        the sources takes a stat per file, so it is done once)."""
-        if self._opened is None:
+    def sources(self) -> tuple[list[tuple[str, Path]], str]:
+        """(uid, path) of the training audio and the cache's name; a `PretrainDataError` says
+        what is missing. Listed once per process (a stat per file)."""
+        if self._sources is None:
             c = self.config
-            datasets, root = data_roots(c.datasets_dir, c.audio_cache_dir)
+            datasets, _ = data_roots(c.datasets_dir, c.audio_cache_dir)
             if c.audio_dir:
-                sources, name = folder_sources(Path(c.audio_dir)), Path(c.audio_dir).name
+                if not Path(c.audio_dir).is_dir():
+                    raise PretrainDataError(f"--audio_dir {c.audio_dir}: no such folder; give a folder of "
+                                            f"audio files (WAV/FLAC/OGG/MP3)")
+                self._sources = folder_sources(Path(c.audio_dir)), Path(c.audio_dir).name
             else:
-                sources, name = dataset_sources(datasets, c.dataset, c.split), f"{c.dataset}-{c.split}"
-            self._opened = build_cache(sources, root, name.replace(",", "+"))
+                self._sources = dataset_sources(datasets, c.dataset, c.split), f"{c.dataset}-{c.split}"
+        return self._sources
+
+    def _cache(self) -> AudioCache:
+        """The decoded audio, built on first use in this process."""
+        if self._opened is None:
+            sources, name = self.sources()
+            _, root = data_roots(self.config.datasets_dir, self.config.audio_cache_dir)
+            try:
+                self._opened = build_cache(sources, root, name.replace(",", "+"))
+            except OSError as err:
+                raise PretrainDataError(f"cannot write the decoded-audio cache under {root} "
+                                        f"({err.strerror or err}): pass a writable --audio_cache_dir") from None
         return self._opened
 
     def summary(self) -> dict:
@@ -128,13 +186,13 @@ class PretrainData(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         cache = self._cache()
-        augment = CLMRAugment(self.config.augment) if self.config.augment_on == "cpu" else None
+        augment = build_augment(self.config) if self.config.augment_on == "cpu" else None
         self.dataset = CropPairs(cache, self.config.seed, FRAME_LENGTH, augment)
         log.info("%d clips for pretraining; %d shorter than one frame (%d samples) excluded; "
                  "%d files failed to decode", len(self.dataset), self.dataset.excluded, FRAME_LENGTH,
                  len(cache.failed))
         if len(self.dataset) < self.config.batch_size * self.trainer.world_size:
-            raise ValueError(
+            raise PretrainDataError(
                 f"{len(self.dataset)} usable clips cannot fill one batch of {self.config.batch_size} "
                 f"per device on {self.trainer.world_size} device(s): add audio or lower --batch_size"
             )
@@ -155,11 +213,29 @@ def _one_thread(_: int) -> None:
     torch.set_num_threads(1)  # workers crop (and maybe augment) one clip each; no oversubscription
 
 
+def non_finite(state: dict) -> list[str]:
+    """Names of the floating-point tensors of `state` holding a NaN or an infinity."""
+    return [key for key, value in state.items()
+            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
+def _diverged(epoch, step, bad: list[str], target: str) -> TrainingError:
+    return TrainingError(
+        f"training stopped at epoch {epoch}, step {step}: {len(bad)} weight tensors are not finite (first: "
+        f"{bad[0]}), so {target} was not written (earlier checkpoints are kept). Likely causes: --learning_rate "
+        f"too large, --temperature too small or --precision overflowing; lower the learning rate and resume "
+        f"from the last good checkpoint"
+    )
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints are written to a temporary file and renamed: a killed run never leaves a
-    truncated `.ckpt`."""
+    """Checkpoints are written to a temporary file and renamed (`atomic_path`): a killed run
+    never leaves a truncated `.ckpt`. One whose weights are not finite is never written."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        bad = non_finite(checkpoint.get("state_dict", {}))
+        if bad:
+            raise _diverged(checkpoint.get("epoch"), checkpoint.get("global_step"), bad, Path(path).name)
         with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
 
@@ -189,8 +265,10 @@ def resolve_resume(config: PretrainConfig, resume: str | Path | None) -> Path | 
         return None
     path = run_dir(config) / "checkpoints" / "last.ckpt" if str(resume) == "last" else Path(resume)
     if not path.is_file():
-        raise FileNotFoundError(f"cannot resume: {path} does not exist (checkpoints are in "
-                                f"{run_dir(config) / 'checkpoints'})")
+        what = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
+        where = (f"this run's checkpoints are in {run_dir(config) / 'checkpoints'}; --output_dir and --name "
+                 f"select the run" if str(resume) == "last" else "give a run's checkpoints/*.ckpt or --resume last")
+        raise ConfigError(f"--resume: {path} {what} ({where})")
     return path
 
 
@@ -198,10 +276,45 @@ def run_dir(config: PretrainConfig) -> Path:
     return Path(config.output_dir) / config.run_name
 
 
+def read_checkpoint(checkpoint: Path) -> dict:
+    """A `tunemir train` checkpoint, loaded with `weights_only=True` (no arbitrary objects); a
+    `ResumeError` names the file when it is something else."""
+    path = Path(checkpoint)
+    fix = "resume from a run's checkpoints/*.ckpt (or --resume last)"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - arbitrary bytes make torch's safe unpickler fail in many ways
+
+        kind = (" (a .safetensors holds only an encoder's weights, not the optimizer state a resumed run needs)"
+                if path.suffix == ".safetensors" else "")
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "Weights only load failed" in reason:  # torch's hint to load unsafely must not be ours
+            reason = "not a PyTorch file of tensors and plain values"
+        raise ResumeError(f"--resume: {path} is not a readable tunemir train checkpoint{kind} ({reason[:200]}); "
+                          f"{fix}") from None
+    config = state.get("hyper_parameters", {}).get("config") if isinstance(state, dict) else None
+    if not isinstance(config, dict) or not isinstance(state.get("state_dict"), dict) \
+            or "optimizer_states" not in state:
+        raise ResumeError(f"--resume: {path} is not a checkpoint of `tunemir train` (it holds no stored training "
+                          f"configuration and optimizer state; its weights can still be used with `tunemir extract "
+                          f"--checkpoint`); {fix}")
+    return state
+
+
 def stored_config(checkpoint: Path) -> dict:
     """The configuration a tunemir pretraining checkpoint was trained with."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    return state.get("hyper_parameters", {}).get("config", {})
+    return read_checkpoint(checkpoint)["hyper_parameters"]["config"]
+
+
+def check_resumable(module: ContrastiveLearning, checkpoint: Path) -> None:
+    """The checkpoint's tensors have the names and shapes of `module`'s (a `ResumeError` otherwise)."""
+    saved = read_checkpoint(checkpoint)["state_dict"]
+    mine = module.state_dict()
+    wrong = sorted(set(saved) ^ set(mine)) or sorted(k for k in mine if tuple(saved[k].shape) != tuple(mine[k].shape))
+    if wrong:
+        raise ResumeError(f"--resume: {checkpoint} holds another network than --model {module.config.model} "
+                          f"with this --encoder_config/--projection_dim (first differing tensor: {wrong[0]}); resume "
+                          f"it with the options it was trained with, or start a new run with another --name")
 
 
 def train(config: PretrainConfig, resume: str | Path | None = None, progress: bool = True) -> Path:
@@ -215,12 +328,12 @@ def train(config: PretrainConfig, resume: str | Path | None = None, progress: bo
     """
     folder = run_dir(config)
     ckpt_path = resolve_resume(config, resume)
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "config.yaml") as tmp:
-        tmp.write_text(dump_config(config))
+    data = PretrainData(config)
+    data.sources()  # missing audio is reported before anything is built or written
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = ContrastiveLearning(config.to_dict())
-    data = PretrainData(config)
+    if ckpt_path is not None:
+        check_resumable(module, ckpt_path)
     throughput = Throughput()
     checkpoints = ModelCheckpoint(
         dirpath=folder / "checkpoints", filename="epoch={epoch:05d}", auto_insert_metric_name=False,
@@ -230,16 +343,30 @@ def train(config: PretrainConfig, resume: str | Path | None = None, progress: bo
     sync_batchnorm = config.sync_batchnorm and _uses_gpu(config.accelerator)
     if config.sync_batchnorm and not sync_batchnorm:
         log.debug("sync_batchnorm is off on CPU (PyTorch's SyncBatchNorm needs GPUs)")
-    trainer = pl.Trainer(
-        default_root_dir=folder, max_epochs=config.max_epochs, max_steps=config.max_steps,
-        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
-        strategy=config.strategy, precision=config.precision, sync_batchnorm=sync_batchnorm,
-        log_every_n_steps=config.log_every_n_steps, use_distributed_sampler=False,
-        # A resumed run logs to a new version folder (Lightning would delete an existing metrics.csv).
-        logger=[CSVLogger(folder, name="csv"), TensorBoardLogger(folder, name="tensorboard")],
-        callbacks=[checkpoints, throughput], plugins=[AtomicCheckpointIO()], enable_progress_bar=progress,
-        enable_model_summary=progress, num_sanity_val_steps=0,
-    )
+    try:
+        trainer = pl.Trainer(
+            default_root_dir=folder, max_epochs=config.max_epochs, max_steps=config.max_steps,
+            accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
+            strategy=config.strategy, precision=config.precision, sync_batchnorm=sync_batchnorm,
+            log_every_n_steps=config.log_every_n_steps, use_distributed_sampler=False,
+            # A resumed run logs to a new version folder (Lightning would delete an existing metrics.csv).
+            logger=[CSVLogger(folder, name="csv"), TensorBoardLogger(folder, name="tensorboard")],
+            callbacks=[checkpoints, throughput], plugins=[AtomicCheckpointIO()], enable_progress_bar=progress,
+            enable_model_summary=progress, num_sanity_val_steps=0,
+        )
+    except (ValueError, TypeError, ImportError, MisconfigurationException) as err:
+        raise ConfigError(
+            f"--accelerator {config.accelerator} --devices {config.devices} --strategy {config.strategy} "
+            f"--precision {config.precision} --num_nodes {config.num_nodes}: Lightning cannot set these up on "
+            f"this machine ({str(err).strip().splitlines()[0]}); change them (e.g. --accelerator cpu --devices 1)"
+        ) from None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "config.yaml") as tmp:
+            tmp.write_text(dump_config(config))
+    except OSError as err:
+        raise TrainingError(f"--output_dir {config.output_dir}: cannot write the run folder {folder} "
+                            f"({err.strerror or err}); choose a writable folder") from None
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
