@@ -425,3 +425,12 @@ def test_handcrafted_short_signal_is_zero_padded(kind: str) -> None:
     assert np.isfinite(out).all()
     padded = np.pad(signal, (0, FRAME - len(signal)))
     _assert_close_relative(out, reference_moments(padded, kind))
+
+
+def test_config_from_dict_refuses_unknown_fields():
+    """A dropped key would build the full-size model instead of the one asked for."""
+    from tunemir.models import config_from_dict
+
+    assert config_from_dict("tune", {"channels": 2}).channels == 2
+    with pytest.raises(ValueError, match="'chanels'.*fields are channels"):
+        config_from_dict("tune", {"chanels": 2})

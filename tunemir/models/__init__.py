@@ -97,8 +97,12 @@ def config_from_dict(name: str, values: dict) -> SampleCNNConfig | TuneConfig:
     """The registry's configuration of `name` with the fields in `values` replaced (the
     primitives stored in a tunemir checkpoint, or a partial override such as smaller widths)."""
     default = get_info(name).config
-    fields = {f.name for f in dataclasses.fields(default)}
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}
+    fields = [f.name for f in dataclasses.fields(default)]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:  # a dropped key would silently build another model than the one asked for
+        raise ValueError(f"{name} has no configuration field {', '.join(map(repr, unknown))}; "
+                         f"its fields are {', '.join(fields)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return dataclasses.replace(default, **kwargs)
 
 
