@@ -2,12 +2,14 @@
 
 import hashlib
 import json
+import subprocess
 
 import pytest
 from click.testing import CliRunner
 
 from tunemir.cli import main
-from tunemir.datasets import Asset, candidate_urls, download_assets, giantsteps_audio_assets, static_assets
+from tunemir.datasets import (Asset, DatasetError, candidate_urls, dataset_assets, download_assets,
+                              giantsteps_audio_assets, load_registry, static_assets)
 from tunemir.testing.http import FileServer, dead_url
 from tunemir.testing.sources import GIANTSTEPS_TEST, GIANTSTEPS_TRAIN, giantsteps_mp3, write_sources
 
@@ -91,6 +93,22 @@ def test_dead_primary_falls_back_to_mirror(served, tmp_path):
     assert served.requests == [("missing.bin", None), ("data/file.bin", None)]
 
 
+def test_full_disk_is_reported_and_not_retried(served, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True)
+    if mount.returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root with CAP_SYS_ADMIN)")
+    try:
+        url = f"{served.url}/data/file.bin"
+        summary = download_assets([_asset(urls=[url, url + "?again"])], small, progress=False)
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    detail = summary.failed[0].detail
+    assert "No space left on device" in detail and "free some space" in detail and "file.bin.part" in detail
+    assert len(served.requests) == 1  # neither retried nor tried at the second URL
+
+
 def test_server_errors_are_retried_then_reported(served, tmp_path):
     served.status["data/file.bin"] = 503
     summary = download_assets([_asset(urls=[f"{served.url}/data/file.bin"])], tmp_path / "out", progress=False)
@@ -128,6 +146,7 @@ def test_registry_checksums_follow_the_spec():
     assert len(tags) == 14
 
 
+@pytest.mark.slow
 def test_giantsteps_audio_assets_come_from_the_archives(tmp_path):
     write_sources(tmp_path, ["giantsteps_clips"])
     assets = {a.tag: a for a in giantsteps_audio_assets(tmp_path)}
@@ -139,6 +158,7 @@ def test_giantsteps_audio_assets_come_from_the_archives(tmp_path):
     assert assets["GIANTSTEPS_KEY_201"].urls[0].endswith("/giantsteps/backup/201.LOFI.mp3")
 
 
+@pytest.mark.slow
 def test_cli_downloads_giantsteps_from_a_mirror(tmp_path):
     server_root = tmp_path / "server" / "datasets"
     registry = write_sources(server_root, ["giantsteps_clips"])
@@ -148,6 +168,9 @@ def test_cli_downloads_giantsteps_from_a_mirror(tmp_path):
         args = ["data", "download", "giantsteps_clips", "--cache-dir", str(cache), "--registry", str(registry),
                 "--mirror", f"{server.url}/datasets", "--jobs", "3"]
         result = CliRunner().invoke(main, args)
+        # A track tag can only be checked once the archives are in: they list no track 99999.
+        typo = CliRunner().invoke(main, args + ["--url", f"GIANTSTEPS_KEY_99999={server.url}/x.mp3"])
+    assert typo.exit_code == 2 and "GIANTSTEPS_KEY_99999: the annotation archives list no such track" in typo.output
     assert result.exit_code == 1, result.output
     assert "11 files, 0 already verified, 10 downloaded and verified, 1 failed" in result.output
     assert "FAILED GIANTSTEPS_KEY_202 (required)" in result.output and "does not match" in result.output
@@ -155,3 +178,41 @@ def test_cli_downloads_giantsteps_from_a_mirror(tmp_path):
     assert sorted(p.name for p in audio.iterdir()) == sorted(
         f"{t}.LOFI.mp3" for t in [t[0] for t in GIANTSTEPS_TRAIN] + [201])
     assert json.loads(registry.read_text())  # the registry the fixtures wrote is valid JSON
+
+
+def test_cli_url_overrides_are_fetched_first(tmp_path, monkeypatch):
+    """`--url TAG=URL` for each asset is what gets fetched; variables for other datasets' assets
+    and for weights do not disturb this dataset's download (only unknown tags are refused)."""
+    served = tmp_path / "served"
+    registry = write_sources(served, ["gtzan_ff"])
+    entries = json.loads(registry.read_text())
+    for tag in entries:  # no other URL: a fetch that ignored --url would fail
+        entries[tag]["urls"] = []
+    registry.write_text(json.dumps(entries))
+    monkeypatch.setenv("TUNEMIR_URL_EMOMUSIC_CLIPS", "http://elsewhere.example/clips.tgz")
+    monkeypatch.setenv("TUNEMIR_URL_WEIGHTS_CLMR", "http://elsewhere.example/clmr.zip")
+    with FileServer(served) as server:
+        urls = [f"{a.tag}={server.url}/{a.path}" for a in static_assets("gtzan_ff")]
+        args = ["data", "download", "gtzan_ff", "--cache-dir", str(tmp_path / "cache"), "--registry", str(registry)]
+        result = CliRunner().invoke(main, args + [a for u in urls for a in ("--url", u)])
+        assert result.exit_code == 0, result.output
+        assert "4 downloaded and verified, 0 failed" in result.output
+        assert sorted(p for p, _ in server.requests) == sorted(a.path for a in static_assets("gtzan_ff"))
+        monkeypatch.setenv("TUNEMIR_URL_GTZAN_TRIAN", f"{server.url}/gtzan_ff/train_filtered.txt")
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "TUNEMIR_URL_GTZAN_TRAIN" in result.output, result.output
+    assert len(server.requests) == 4  # the typo was refused before anything was fetched
+
+
+def test_registry_entries_are_checked_and_normalised(tmp_path):
+    path = tmp_path / "registry.json"
+    path.write_text(json.dumps({"GTZAN": {"checksum": "AB" * 32, "urls": []},
+                                "EXTRA": {"path": "gtzan_ff/extra.txt", "checksum": "cd" * 16, "optional": True}}))
+    assets = {a.tag: a for a in dataset_assets("gtzan_ff", load_registry(path))}
+    assert assets["GTZAN"].checksum == "ab" * 32 and assets["GTZAN"].urls == ()
+    assert assets["GTZAN"].path == "gtzan_ff/genres.tar.gz"  # fields left out keep the built-in value
+    assert assets["EXTRA"] == Asset("EXTRA", "gtzan_ff/extra.txt", (), "cd" * 16, optional=True)
+    assert assets["EXTRA"].algorithm == "md5"
+    path.write_text(json.dumps({"GTZAN": {"urls": "http://host/genres.tar.gz"}}))  # once split into letters
+    with pytest.raises(DatasetError, match='"urls" must be a list'):
+        load_registry(path)

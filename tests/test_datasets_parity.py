@@ -31,6 +31,7 @@ def _sources(root, dataset):
     return Sources(dataset, root, {a.tag: a for a in dataset_assets(dataset)})
 
 
+@pytest.mark.slow
 def test_magnatagatune_tables_rebuild_the_canonical_metadata(tmp_path):
     canonical = packaged_reference("magnatagatune")
     src = _sources(tmp_path, "magnatagatune")

@@ -47,6 +47,7 @@ def assert_decodes_to(wav, source, start_s=0.0, seconds=None):
     assert sf.info(str(wav)).subtype == "PCM_16" and sf.info(str(wav)).channels == 1
 
 
+@pytest.mark.slow
 def test_gtzan_ff(processed):
     cache, _, summaries = processed
     m = meta(cache, "gtzan_ff")
@@ -66,6 +67,7 @@ def test_gtzan_ff(processed):
     assert not (wav_dir / f"{sha256('jazz.00054')}.wav").exists()
 
 
+@pytest.mark.slow
 def test_magnatagatune(processed):
     cache, _, summaries = processed
     m = meta(cache, "magnatagatune")
@@ -93,6 +95,7 @@ def test_magnatagatune(processed):
     assert sf.info(str(cache / "processed" / "magnatagatune" / "wav" / "00006.wav")).samplerate == 16000
 
 
+@pytest.mark.slow
 def test_emomusic(processed):
     cache, _, summaries = processed
     m = meta(cache, "emomusic")
@@ -116,6 +119,7 @@ def test_emomusic(processed):
     assert m["0007"]["clip"]["clip_duration"] == pytest.approx(1.5)
 
 
+@pytest.mark.slow
 def test_giantsteps_clips(processed):
     cache, _, summaries = processed
     m = meta(cache, "giantsteps_clips")
@@ -139,6 +143,7 @@ def test_giantsteps_clips(processed):
                       start_s=60.0, seconds=30.0)
 
 
+@pytest.mark.slow
 def test_rerun_keeps_finished_files_and_redoes_broken_ones(processed, tmp_path):
     cache, registry, _ = processed
     work = tmp_path / "cache"
@@ -154,6 +159,7 @@ def test_rerun_keeps_finished_files_and_redoes_broken_ones(processed, tmp_path):
     assert json.loads((work / "processed" / "emomusic" / "meta.json").read_text()) == meta(cache, "emomusic")
 
 
+@pytest.mark.slow
 def test_reference_mismatch_names_the_uids_and_decodes_nothing(processed, tmp_path):
     cache, registry, _ = processed
     reference = meta(cache, "emomusic")
@@ -176,6 +182,7 @@ def test_reference_mismatch_names_the_uids_and_decodes_nothing(processed, tmp_pa
     assert not (work / "processed" / "emomusic" / "meta.json").exists()
 
 
+@pytest.mark.slow
 def test_cli_process_checks_canonical_metadata_by_default(processed, tmp_path):
     cache, registry, _ = processed
     work = tmp_path / "cache"

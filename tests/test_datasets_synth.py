@@ -56,6 +56,7 @@ def test_layout_and_labels(corpus):
         assert task.output_type == kind and task.audio_from == "synth"
 
 
+@pytest.mark.slow
 def test_deterministic_and_seeded(corpus, tmp_path):
     root, _ = corpus
     again = write_synth(tmp_path / "a", clips=48, seconds=4.0, sample_rate=22050, seed=3)
@@ -68,6 +69,7 @@ def test_deterministic_and_seeded(corpus, tmp_path):
     assert sf.info(str(shorter["synth"] / "wav" / "synth-00000.wav")).frames == 2 * 22050
 
 
+@pytest.mark.slow
 def test_key_and_tempo_are_audible(corpus):
     """An independent key finder (chroma + key profiles) and librosa's tempo estimate recover
     the labels far above chance (1/24 for the key)."""
@@ -87,6 +89,7 @@ def test_key_and_tempo_are_audible(corpus):
     assert tempo_right / len(meta) > 0.6
 
 
+@pytest.mark.slow
 def test_probe_end_to_end_on_chroma(tmp_path):
     """The three tasks read the features extracted once from the shared audio, and a chroma
     probe finds the key far above chance (1/24)."""
@@ -109,3 +112,12 @@ def test_cli_synth(tmp_path):
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "processed" / "synth" / "wav").glob("*.wav"))) == 20
     assert "synth_tempo" in result.output
+
+
+@pytest.mark.parametrize("arguments", [dict(seconds=float("nan")), dict(seconds=float("inf")), dict(seconds=0.5),
+                                       dict(clips=19), dict(sample_rate=7999), dict(sample_rate=10**9),
+                                       dict(seed=-1)], ids=str)
+def test_bad_arguments_write_nothing(tmp_path, arguments):
+    with pytest.raises(ValueError, match=next(iter(arguments))):
+        write_synth(tmp_path / "processed", **{"clips": 20, "seconds": 1.0, **arguments})
+    assert not (tmp_path / "processed").exists()

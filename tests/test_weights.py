@@ -82,6 +82,8 @@ def test_pin_file_rules(tmp_path: Path) -> None:
         fetch_weights("tune_plus", pin_file=pin, search_dirs=(tmp_path,), output=tmp_path / "x.safetensors")
     pin.write_text(f"{'A' * 64} *containers/x/tune_plus_epoch_10000.ckpt\n{'b' * 64}  other.ckpt\n")
     assert read_pin(pin, "tune_plus_epoch_10000.ckpt") == "a" * 64  # sha256sum's binary marker, any folder
+    pin.write_bytes(f"\ufeff{'c' * 64}  tune_plus_epoch_10000.ckpt\r\n".encode())  # a Windows editor's BOM and CRLF
+    assert read_pin(pin, "tune_plus_epoch_10000.ckpt") == "c" * 64
     pin.write_text("abc  tune_plus_epoch_10000.ckpt\n")
     with pytest.raises(WeightsError, match="weights.sha256:1: not a sha256sum line"):
         read_pin(pin, "tune_plus_epoch_10000.ckpt")

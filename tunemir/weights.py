@@ -10,11 +10,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunemir.datasets.assets import Asset
-from tunemir.datasets.download import download_assets
 from tunemir.checkpoints import read_encoder_weights
-from tunemir.fileio import file_digest
-from tunemir.models import CLMR_RELEASE_URL, TUNE_RELEASE_FOLDER, convert_checkpoint, default_weights_path
+from tunemir.datasets.assets import Asset, OverrideError, check_mirror, check_weights_env_overrides, url_problem
+from tunemir.datasets.download import download_assets
+from tunemir.fileio import ensure_writable_dir, file_digest
+from tunemir.models import (CLMR_RELEASE_URL, TUNE_RELEASE_FOLDER, WEIGHTS_DIR_ENV, convert_checkpoint,
+                            default_weights_path)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ class WeightsError(RuntimeError):
     """Weights that cannot be found, do not match their pin, or hold no usable checkpoint."""
 
 
+class WeightsUsageError(WeightsError):
+    """An option or environment variable of `fetch_weights` that cannot work (a usage error)."""
+
+
 def release(model: str) -> Release:
     try:
         return RELEASES[model]
@@ -54,16 +59,67 @@ def release(model: str) -> Release:
 
 def read_pin(path: Path, filename: str) -> str | None:
     """The sha256 that a `sha256sum`-format file pins for `filename` (None when it pins none)."""
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")  # -sig: a BOM from a Windows editor is fine
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise WeightsError(f"pin file {path}: cannot read it ({why}); it must hold sha256sum lines "
+                           "('<64 hex digits>  <file name>')") from None
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line)
         if not match:
-            raise WeightsError(f"{path}:{number}: not a sha256sum line ('<64 hex digits>  <file name>'): {line!r}")
+            raise WeightsError(f"{path}:{number}: not a sha256sum line ('<64 hex digits>  <file name>'): {line!r}; "
+                               "fix or delete the line")
         if Path(match[2]).name == filename:
             return match[1].lower()
     return None
+
+
+def weight_tag(model: str) -> str:
+    """The asset tag of `model`'s released file (`TUNEMIR_URL_<tag>` overrides its URL)."""
+    return f"WEIGHTS_{model.upper()}"
+
+
+def check_options(model: str, *, sha256: str | None = None, pin_file: Path | None = None,
+                  search_dirs: tuple[Path, ...] = (), urls: tuple[str, ...] = (),
+                  output: Path | None = None) -> Path:
+    """Raise `WeightsUsageError` for an option or variable of `fetch_weights` that cannot work,
+    before anything is read or downloaded; returns the output path."""
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256.strip()):
+        raise WeightsUsageError(f"--sha256 must be 64 hex digits (the first field `sha256sum FILE` prints), "
+                                f"got {sha256!r}")
+    if pin_file is not None and not Path(pin_file).is_file():
+        what = "is a folder" if Path(pin_file).is_dir() else "does not exist"
+        raise WeightsUsageError(f"--pin-file {pin_file} {what}: give the weights.sha256 file "
+                                f"(containers/{model}/weights.sha256), or pass --sha256 HEX")
+    for url in urls:
+        if url_problem(url):
+            raise WeightsUsageError(f"--url: {url_problem(url)}")
+    try:
+        check_weights_env_overrides({weight_tag(m) for m in RELEASES})
+        check_mirror()
+    except OverrideError as err:
+        raise WeightsUsageError(str(err)) from None
+    for folder in search_dirs:  # a missing one may simply not hold the file (yet); a file is a mistake
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise WeightsUsageError(f"--search-dir {folder} is a file, not a folder: give the folder that "
+                                    f"holds {release(model).filename}")
+    if output is not None:
+        target, where = Path(output), "--output"
+    else:
+        target = default_weights_path(model)
+        where = f"the default output (${WEIGHTS_DIR_ENV}/{target.name})"
+    if target.is_dir():
+        raise WeightsUsageError(f"{where} {target} is a folder: give a file name such as {target / target.name}")
+    try:
+        ensure_writable_dir(target.parent)
+    except OSError as err:
+        fix = "give another --output" if output is not None else f"set ${WEIGHTS_DIR_ENV} or pass --output"
+        raise WeightsUsageError(f"{where} {target}: {err.strerror}; {fix}") from None
+    return target
 
 
 def fetch_weights(model: str, *, sha256: str | None = None, pin_file: Path | None = None,
@@ -74,19 +130,19 @@ def fetch_weights(model: str, *, sha256: str | None = None, pin_file: Path | Non
     The file is taken from the first of `search_dirs` holding it, else downloaded (`urls`, then
     the release's own; `TUNEMIR_URL_WEIGHTS_<MODEL>` and `TUNEMIR_DATA_MIRROR` apply as for
     datasets). It must match `sha256` (or the pin in `pin_file`): nothing is converted unchecked.
-    An `output` already converted from the pinned file is kept.
+    An `output` already converted from the pinned file is kept. Options that cannot work raise
+    `WeightsUsageError` before anything is read or downloaded.
     """
     rel = release(model)
-    pinned = sha256 or (read_pin(pin_file, rel.filename) if pin_file and Path(pin_file).is_file() else None)
+    output = check_options(model, sha256=sha256, pin_file=pin_file, search_dirs=search_dirs, urls=urls,
+                           output=output)
+    pinned = sha256.strip() if sha256 else (read_pin(pin_file, rel.filename) if pin_file else None)
     if not pinned:
         where = f"pin it in {pin_file}" if pin_file else "pass --sha256 HEX"
         raise WeightsError(
             f"no sha256 is pinned for {rel.filename}, and weights are never converted unchecked. Get the "
             f"file from {rel.page}, check it, then {where} (`sha256sum {rel.filename}` prints the line)")
     pinned = pinned.lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", pinned):
-        raise WeightsError(f"--sha256 must be 64 hex digits, got {pinned!r}")
-    output = Path(output) if output else default_weights_path(model)
     if _converted_from(output) == pinned:
         log.info("%s already holds %s (sha256 %s)", output, rel.filename, pinned[:12])
         return output
@@ -121,10 +177,11 @@ def _locate(rel: Release, pinned: str, search_dirs: tuple[Path, ...], urls: tupl
             return candidate
     candidates = tuple(urls) + rel.urls
     if not candidates:
-        looked = ", ".join(str(d) for d in search_dirs) or "no --search-dir given"
+        looked = ", ".join(f"{d}{'' if d.is_dir() else ' (does not exist)'}" for d in search_dirs) or \
+            "no --search-dir given"
         raise WeightsError(f"{rel.filename} has no direct download URL and is not in {looked}: download it "
                            f"from {rel.page} and put it there (for the images: containers/{rel.model}/)")
-    asset = Asset(f"WEIGHTS_{rel.model.upper()}", f"weights/{rel.filename}", candidates, pinned)
+    asset = Asset(weight_tag(rel.model), f"weights/{rel.filename}", candidates, pinned)
     summary = download_assets([asset], tmp, jobs=1, progress=progress)
     if not summary.ok:
         raise WeightsError(f"could not fetch {rel.filename}: {summary.failed[0].detail}")
@@ -141,5 +198,6 @@ def _unpack(rel: Release, source: Path, tmp: Path) -> Path:
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)
     except (zipfile.BadZipFile, KeyError) as err:
-        raise WeightsError(f"{source} does not hold {rel.member}: {err}") from None
+        raise WeightsError(f"{rel.filename} matches the pin but does not hold {rel.member} ({err}), so it is not "
+                           f"the released file: get that from {rel.page}, check it and fix the pin") from None
     return target

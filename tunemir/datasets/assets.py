@@ -9,10 +9,13 @@ derived from the verified archives rather than retyped here.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
+from urllib.parse import urlsplit
 
 #: Datasets with a registry, in jukemir's names (also their folders under processed/).
 DATASETS = ("gtzan_ff", "magnatagatune", "giantsteps_clips", "emomusic")
@@ -53,10 +56,11 @@ class Asset:
 
 def checksum_algorithm(checksum: str) -> str:
     """md5, sha1 or sha256 by the length of the hex digest."""
-    try:
-        return {32: "md5", 40: "sha1", 64: "sha256"}[len(checksum)]
-    except KeyError:
-        raise ValueError(f"checksum {checksum!r} is not a hex md5, sha1 or sha256 digest") from None
+    algorithm = {32: "md5", 40: "sha1", 64: "sha256"}.get(len(checksum))
+    if algorithm is None or not re.fullmatch(r"[0-9a-f]+", checksum):
+        raise ValueError(f"checksum {checksum!r} is not a lower-case hex md5, sha1 or sha256 digest "
+                         "(32, 40 or 64 digits)")
+    return algorithm
 
 
 _STATIC = {
@@ -117,6 +121,130 @@ def asset(tag: str) -> Asset:
             if a.tag == tag:
                 return a
     raise KeyError(f"no asset tagged {tag!r}")
+
+
+def all_static_tags() -> dict[str, str]:
+    """Every static asset tag, with the dataset it belongs to."""
+    return {a.tag: dataset for dataset, assets in _STATIC.items() for a in assets}
+
+
+#: Tags of the GiantSteps MP3s (`giantsteps_audio_assets`), known only once the archives are in.
+GIANTSTEPS_AUDIO_TAG = re.compile(r"GIANTSTEPS_(?:MTG_)?KEY_\d+")
+#: The schemes urllib downloads from.
+URL_SCHEMES = ("http", "https", "ftp", "file")
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` is no URL to download from (None when it is one)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in URL_SCHEMES:
+        return f"{url!r} is not a URL: it must start with {', '.join(s + '://' for s in URL_SCHEMES)}"
+    if parts.scheme.lower() != "file" and not parts.hostname:
+        return f"{url!r} names no host (expected e.g. https://host/path)"
+    return None
+
+
+def tag_problem(tag: str, dataset: str, tags: Collection[str]) -> str | None:
+    """Why `tag` names none of `dataset`'s assets (whose tags are `tags`), with the closest
+    valid tags; None when it names one."""
+    if tag in tags or (dataset == "giantsteps_clips" and GIANTSTEPS_AUDIO_TAG.fullmatch(tag)):
+        return None
+    owner = all_static_tags().get(tag)
+    if owner is not None:
+        return f"{tag} is an asset of {owner}, not of {dataset}"
+    valid = sorted(tags)
+    if dataset == "giantsteps_clips":
+        valid += ["GIANTSTEPS_MTG_KEY_<track id>", "GIANTSTEPS_KEY_<track id>"]
+    close = difflib.get_close_matches(tag.upper(), valid, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return f"{dataset} has no asset tagged {tag!r}; {hint}its tags: {', '.join(valid)}"
+
+
+def env_url_overrides() -> dict[str, tuple[str, str]]:
+    """The `TUNEMIR_URL_<TAG>` variables set (non-empty): tag -> (variable, URL)."""
+    return {name[len(URL_ENV_PREFIX):]: (name, value) for name, value in os.environ.items()
+            if name.startswith(URL_ENV_PREFIX) and value.strip()}
+
+
+class OverrideError(ValueError):
+    """A `--url`, `--mirror`, `TUNEMIR_URL_<TAG>` or `TUNEMIR_DATA_MIRROR` value that cannot
+    work; `source` is the option (`--url`) or variable (`$TUNEMIR_URL_GTZAN`) at fault."""
+
+    def __init__(self, source: str, message: str):
+        super().__init__(message)
+        self.source = source
+
+
+def _variable_error(name: str, problem: str) -> OverrideError:
+    return OverrideError(f"${name}", f"${name}: {problem}. Fix the variable or unset it (`unset {name}`).")
+
+
+def parse_url_overrides(dataset: str, items: Collection[str], tags: Collection[str]) -> dict[str, str]:
+    """`--url TAG=URL` values as {TAG: URL}; each TAG must be one of `dataset`'s assets (`tags`),
+    given once, with a URL."""
+    overrides: dict[str, str] = {}
+    for item in items:
+        tag, sep, url = (part.strip() for part in item.partition("="))
+        if not sep or not tag or not url:
+            raise OverrideError("--url", f"{item!r}: expected TAG=URL, e.g. --url GTZAN=https://host/genres.tar.gz")
+        problem = tag_problem(tag, dataset, tags) or url_problem(url)
+        if problem:
+            raise OverrideError("--url", f"{item!r}: {problem}")
+        if tag in overrides:
+            raise OverrideError("--url", f"{tag} is given twice ({overrides[tag]} and {url}); keep one")
+        overrides[tag] = url
+    return overrides
+
+
+def check_track_overrides(overrides: Collection[str], audio: Collection[Asset]) -> None:
+    """Refuse `--url` tags of GiantSteps tracks that the (now verified) archives do not list."""
+    tracks = {a.tag for a in audio}
+    for tag in sorted(t for t in overrides if GIANTSTEPS_AUDIO_TAG.fullmatch(t) and t not in tracks):
+        raise OverrideError("--url", f"{tag}: the annotation archives list no such track (they list {len(tracks)} "
+                                     f"MP3s, e.g. {', '.join(sorted(tracks)[:3])}); fix the tag")
+
+
+def check_env_overrides(dataset: str, tags: Collection[str], registry_tags: Collection[str] = ()) -> None:
+    """Refuse a `TUNEMIR_URL_<TAG>` that names no asset at all (a typo would be ignored
+    silently), or names one of `dataset`'s assets (`tags`) but holds no URL. Variables for
+    other datasets' assets are left alone; `WEIGHTS_<MODEL>` ones are `tunemir weights fetch`'s."""
+    known = set(all_static_tags()) | set(registry_tags)
+    for tag, (name, url) in sorted(env_url_overrides().items()):
+        if tag.startswith("WEIGHTS_"):
+            continue
+        mine = tag in tags or (dataset == "giantsteps_clips" and GIANTSTEPS_AUDIO_TAG.fullmatch(tag))
+        if not mine and (tag in known or GIANTSTEPS_AUDIO_TAG.fullmatch(tag)):
+            continue  # another dataset's asset: this command does not fetch it
+        if mine:
+            problem = url_problem(url)
+        else:
+            close = difflib.get_close_matches(tag.upper(), sorted(known), n=3, cutoff=0.5)
+            problem = f"no dataset has an asset tagged {tag!r}" + (
+                f" (did you mean {' or '.join(URL_ENV_PREFIX + c for c in close)}?)" if close else
+                f" ({dataset}'s tags: {', '.join(sorted(tags))})")
+        if problem:
+            raise _variable_error(name, problem)
+
+
+def check_weights_env_overrides(tags: Collection[str]) -> None:
+    """Refuse a `TUNEMIR_URL_WEIGHTS_<MODEL>` whose model is not one of `tags` or whose value is no URL."""
+    for tag, (name, url) in sorted(env_url_overrides().items()):
+        if tag.startswith("WEIGHTS_"):
+            problem = url_problem(url) if tag in tags else (
+                "no model has released weights under that name; the variables are "
+                f"{', '.join(sorted(URL_ENV_PREFIX + t for t in tags))}")
+            if problem:
+                raise _variable_error(name, problem)
+
+
+def check_mirror(mirror: str | None = None) -> None:
+    """Refuse a `--mirror` (else `$TUNEMIR_DATA_MIRROR`) that is not a URL."""
+    if mirror:
+        if url_problem(mirror):
+            raise OverrideError("--mirror", f"{url_problem(mirror)}; pass the base URL the files are served under")
+    elif os.environ.get(MIRROR_ENV, "").strip() and url_problem(os.environ[MIRROR_ENV]):
+        raise _variable_error(MIRROR_ENV, f"{url_problem(os.environ[MIRROR_ENV])}; set it to the base URL the "
+                                          "files are served under")
 
 
 _MD5_NAME = re.compile(r"(?:^|/)md5/0*(\d+)\.LOFI\.md5$")

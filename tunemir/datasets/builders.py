@@ -18,7 +18,7 @@ import numpy as np
 
 from tunemir.datasets.assets import GIANTSTEPS_ARCHIVES
 from tunemir.datasets.mpeg import MpegError, mpeg_duration
-from tunemir.datasets.sources import DatasetError, Sources, find_one, read_table, unpack
+from tunemir.datasets.sources import DatasetError, Sources, find_one, read_table, read_text, unpack
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
@@ -65,7 +65,7 @@ def build_gtzan_ff(src: Sources) -> Built:
     src.require()
     did_split = {}
     for split in SPLITS:
-        for line in src.path(f"GTZAN_{split.upper()}").read_text().split():
+        for line in read_text(src.path(f"GTZAN_{split.upper()}")).split():
             did = PurePath(line.strip()).stem
             if did in did_split:
                 raise DatasetError(f"{did} is in both the {did_split[did]} and {split} lists of GTZAN")
@@ -90,12 +90,13 @@ def build_magnatagatune(src: Sources) -> Built:
     src.require()
     rows = {}
     track_clips = collections.defaultdict(list)
-    for row in read_table(src.path("MAGNATAGATUNE_CLIP_METADATA"), "\t"):
+    for row in read_table(src.path("MAGNATAGATUNE_CLIP_METADATA"), "\t",
+                          columns=("clip_id", "url", "track_number", "mp3_path", "segmentStart", "segmentEnd")):
         uid = str(int(row["clip_id"])).zfill(5)
         rows[uid] = row
         track_clips[(row["url"].strip(), row["track_number"].strip())].append(uid)
     tags, counts = {}, collections.Counter()
-    for row in read_table(src.path("MAGNATAGATUNE_ANNOTATIONS"), "\t"):
+    for row in read_table(src.path("MAGNATAGATUNE_ANNOTATIONS"), "\t", columns=("clip_id",)):
         uid = str(int(row["clip_id"])).zfill(5)
         tags[uid] = [k for k, v in row.items() if k not in ("clip_id", "mp3_path") and v == "1"]
         counts.update(tags[uid])
@@ -141,6 +142,13 @@ def _artist_key(name: str) -> str:
     return " ".join(kept.split())
 
 
+_EMOMUSIC_COLUMNS = {
+    "songs_info": ("song_id", "start of the segment (min.sec)", "end of the segment (min.sec)", "Mediaeval 2013 set",
+                   "Artist", "Song title"),
+    "static_annotations": ("song_id", "mean_arousal", "mean_valence"),
+}
+
+
 def build_emomusic(src: Sources) -> Built:
     """Emomusic (MediaEval 2013): uid = 4-digit song id; "evaluation" songs are test, the
     development songs split 80/20 by artist (sha1 of the normalised name mod 10); y =
@@ -150,7 +158,7 @@ def build_emomusic(src: Sources) -> Built:
     meta = {}
     for stem in ("songs_info", "static_annotations", "valence_cont_average", "valence_cont_std",
                  "arousal_cont_average", "arousal_cont_std"):
-        for row in read_table(find_one(notes, f"{stem}.csv")):
+        for row in read_table(find_one(notes, f"{stem}.csv"), columns=_EMOMUSIC_COLUMNS.get(stem, ("song_id",))):
             row = {k: (v or "").strip() for k, v in row.items()}
             uid = str(int(row["song_id"])).zfill(4)
             if stem == "songs_info":
@@ -221,10 +229,13 @@ def build_giantsteps_clips(src: Sources, audio: dict[int, Path]) -> Built:
         files = _archive_files(src.path(tag))
         train = "MTG" in tag
         if train:
-            beatport = read_table(files["annotations/beatport_metadata.txt"], "\t")
+            beatport = read_table(files["annotations/beatport_metadata.txt"], "\t",
+                                  f"{src.path(tag)}: annotations/beatport_metadata.txt", ("ID", "ARTIST"))
             beatport_by_id = {int(r["ID"]): r for r in beatport}
             artist_split = _artist_splits(beatport)
-            notes = {int(r["ID"]): r for r in read_table(files["annotations/annotations.txt"], "\t")}
+            notes = {int(r["ID"]): r for r in read_table(files["annotations/annotations.txt"], "\t",
+                                                         f"{src.path(tag)}: annotations/annotations.txt",
+                                                         ("ID", "MANUAL KEY", "C"))}
         for track in _tracks(files):
             extra = {"id": track}
             if train:

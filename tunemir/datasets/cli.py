@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from tunemir.datasets.assets import DATASETS, MIRROR_ENV, URL_ENV_PREFIX, giantsteps_audio_assets
+from tunemir.datasets.assets import (DATASETS, MIRROR_ENV, URL_ENV_PREFIX, OverrideError, check_env_overrides,
+                                     check_mirror, check_track_overrides, giantsteps_audio_assets,
+                                     parse_url_overrides)
 from tunemir.datasets.download import download_assets
 from tunemir.datasets.process import process_dataset
 from tunemir.datasets.sources import REGISTRY_ENV, DatasetError, dataset_assets, load_registry
-from tunemir.datasets.synth import write_synth
+from tunemir.datasets.synth import (MAX_SAMPLE_RATE, MAX_SECONDS, MIN_CLIPS, MIN_SAMPLE_RATE, MIN_SECONDS,
+                                    write_synth)
+from tunemir.fileio import ensure_writable_dir
 from tunemir.probe.data import cache_dir
 
+CACHE_ENV = "TUNEMIR_CACHE_DIR"
 _CACHE = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-                      help="Cache root holding datasets/ and processed/ [$TUNEMIR_CACHE_DIR or ~/.tunemir].")
+                      help=f"Cache root holding datasets/ and processed/ [${CACHE_ENV} or ~/.tunemir].")
 _REGISTRY = click.option("--registry", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                          help=f"JSON of asset entries replacing the built-in ones [${REGISTRY_ENV}].")
 
@@ -29,6 +36,12 @@ def _fail(err: Exception):
     raise click.ClickException(str(err)) from None
 
 
+def _usage(err: OverrideError):
+    if err.source.startswith("--"):
+        raise click.BadParameter(str(err), param_hint=err.source) from None
+    raise click.UsageError(str(err)) from None
+
+
 @data.command()
 @click.argument("dataset", type=click.Choice(DATASETS))
 @click.option("--jobs", type=click.IntRange(min=1), default=4, show_default=True, help="Parallel transfers.")
@@ -40,21 +53,27 @@ def _fail(err: Exception):
 def download(dataset: str, jobs: int, urls: tuple[str, ...], mirror: str | None, registry: Path | None,
              cache_dir: Path | None) -> None:
     """Fetch and verify DATASET's files into <cache>/datasets/DATASET."""
-    overrides = {}
-    for item in urls:
-        tag, sep, url = item.partition("=")
-        if not sep or not url:
-            raise click.BadParameter(f"{item!r}: expected TAG=URL", param_hint="--url")
-        overrides[tag] = url
-    root = _cache(cache_dir) / "datasets"
     try:
-        assets = dataset_assets(dataset, load_registry(registry))
+        table = load_registry(registry)
+        assets = dataset_assets(dataset, table)
     except DatasetError as err:
         _fail(err)
+    tags = {a.tag for a in assets}
+    try:
+        overrides = parse_url_overrides(dataset, urls, tags)
+        check_env_overrides(dataset, tags, set(table))
+        check_mirror(mirror)
+    except OverrideError as err:
+        _usage(err)
+    root = _writable_cache(cache_dir, f"datasets/{dataset}").parent
     summaries = [download_assets(assets, root, jobs, overrides, mirror, progress=sys.stderr.isatty())]
     if dataset == "giantsteps_clips" and summaries[0].ok:
         click.echo("annotation archives verified; fetching the audio they list")
         audio = giantsteps_audio_assets(root)
+        try:
+            check_track_overrides(overrides, audio)
+        except OverrideError as err:
+            _usage(err)
         summaries.append(download_assets(audio, root, jobs, overrides, mirror, progress=sys.stderr.isatty()))
     outcomes = [o for s in summaries for o in s.outcomes]
     counts = {k: sum(o.status == k for o in outcomes) for k in ("verified", "downloaded", "failed")}
@@ -82,9 +101,17 @@ def process(dataset: str, jobs: int | None, reference: Path | None, no_reference
             cache_dir: Path | None) -> None:
     """Build <cache>/processed/DATASET/{meta.json,wav/} from the downloaded files."""
     if reference and no_reference:
-        raise click.UsageError("--reference and --no-reference exclude each other")
+        raise click.UsageError("--reference and --no-reference exclude each other; keep one")
+    root = _cache(cache_dir)
+    downloads = root / "datasets" / dataset
+    if not downloads.is_dir():
+        what = "is a file, not a folder" if downloads.exists() else "does not exist"
+        raise click.ClickException(f"{downloads} {what}: nothing of {dataset} is "
+                                   f"downloaded in this cache. Run `tunemir data download {dataset}` first (with "
+                                   "the same --cache-dir), or pass the --cache-dir that holds the download.")
+    _writable_cache(cache_dir, "processed")
     try:
-        summary = process_dataset(dataset, _cache(cache_dir), jobs=jobs, registry=registry,
+        summary = process_dataset(dataset, root, jobs=jobs, registry=registry,
                                   reference=None if no_reference else reference or "canonical",
                                   progress=sys.stderr.isatty())
     except DatasetError as err:
@@ -101,15 +128,24 @@ def process(dataset: str, jobs: int | None, reference: Path | None, no_reference
         sys.exit(1)
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):  # FloatRange lets NaN through: every comparison with it is False
+        raise click.BadParameter(f"{value} is not a number of seconds; give one from {MIN_SECONDS:g} to "
+                                 f"{MAX_SECONDS:g}")
+    return value
+
+
 @data.command()
-@click.option("--clips", type=click.IntRange(min=20), default=240, show_default=True)
-@click.option("--seconds", type=click.FloatRange(min=1.0), default=8.0, show_default=True)
-@click.option("--sample-rate", type=click.IntRange(min=8000), default=22050, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--clips", type=click.IntRange(min=MIN_CLIPS), default=240, show_default=True)
+@click.option("--seconds", type=click.FloatRange(min=MIN_SECONDS, max=MAX_SECONDS), callback=_finite, default=8.0,
+              show_default=True)
+@click.option("--sample-rate", type=click.IntRange(min=MIN_SAMPLE_RATE, max=MAX_SAMPLE_RATE), default=22050,
+              show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @_CACHE
 def synth(clips: int, seconds: float, sample_rate: int, seed: int, cache_dir: Path | None) -> None:
     """Write the synthetic corpus (key, instrument tags, tempo) to <cache>/processed."""
-    folders = write_synth(_cache(cache_dir) / "processed", clips, seconds, sample_rate, seed,
+    folders = write_synth(_writable_cache(cache_dir, "processed"), clips, seconds, sample_rate, seed,
                           progress=sys.stderr.isatty())
     for name, folder in folders.items():
         click.echo(f"{name:12s} {folder}")
@@ -117,3 +153,17 @@ def synth(clips: int, seconds: float, sample_rate: int, seed: int, cache_dir: Pa
 
 def _cache(path: Path | None) -> Path:
     return Path(path) if path else cache_dir()
+
+
+def _writable_cache(path: Path | None, sub: str) -> Path:
+    """`<cache>/<sub>`, created and checked writable; else a usage error naming where the cache came from."""
+    folder = _cache(path) / sub
+    try:
+        return ensure_writable_dir(folder)
+    except OSError as err:
+        fix = "Pass a folder you can write to"
+        if path is not None:
+            raise click.BadParameter(f"{err.strerror}. {fix}.", param_hint="--cache-dir") from None
+        source = f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else "the default cache ~/.tunemir"
+        raise click.UsageError(f"cache folder {folder} (from {source}): {err.strerror}. {fix} with --cache-dir "
+                               f"or ${CACHE_ENV}.") from None

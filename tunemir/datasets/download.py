@@ -98,6 +98,10 @@ class _Retry(Exception):
     """A transient failure: try the same URL again (resuming)."""
 
 
+class _WriteError(Exception):
+    """The local file cannot be written: no URL will do better."""
+
+
 def _part_path(final: Path) -> Path:
     return final.with_name(final.name + ".part")
 
@@ -134,16 +138,29 @@ def _stream(url: str, part: Path, progress: _Progress) -> None:
         if length is not None:
             progress.add_total(int(length))
         received = 0
-        try:
-            with open(part, mode) as handle:
-                while block := response.read(CHUNK):
-                    handle.write(block)
-                    received += len(block)
-                    progress.update(len(block))
-        except (http.client.IncompleteRead, socket.timeout, ConnectionError, OSError) as err:
-            raise _Retry(f"connection lost after {offset + received} bytes ({type(err).__name__})") from None
+        with open(part, mode, buffering=0) as handle:  # unbuffered: a full disk shows at write, not at close
+            while True:
+                try:
+                    block = response.read(CHUNK)
+                except (http.client.IncompleteRead, socket.timeout, ConnectionError, OSError) as err:
+                    raise _Retry(f"connection lost after {offset + received} bytes ({type(err).__name__})") from None
+                if not block:
+                    break
+                _write_all(handle, block, part)
+                received += len(block)
+                progress.update(len(block))
         if length is not None and received < int(length):
             raise _Retry(f"connection closed after {offset + received} of {offset + int(length)} bytes")
+
+
+def _write_all(handle, block: bytes, part: Path) -> None:
+    view = memoryview(block)
+    try:
+        while view:
+            view = view[handle.write(view):]
+    except OSError as err:  # a full disk is no network fault: neither a retry nor another URL helps
+        raise _WriteError(f"cannot write {part} ({err.strerror or err}); free some space there or pass "
+                          "another --cache-dir (the part written so far is kept and resumed)") from None
 
 
 def fetch(a: Asset, root: Path, urls: list[str], progress: _Progress | None = None) -> Outcome:
@@ -158,6 +175,14 @@ def fetch(a: Asset, root: Path, urls: list[str], progress: _Progress | None = No
     final.parent.mkdir(parents=True, exist_ok=True)
     part = _part_path(final)
     reasons: list[str] = []
+    try:
+        return _fetch_part(a, final, part, urls, progress, reasons)
+    except _WriteError as err:
+        return Outcome(a, "failed", detail=str(err))
+
+
+def _fetch_part(a: Asset, final: Path, part: Path, urls: list[str], progress: _Progress,
+                reasons: list[str]) -> Outcome:
     for url in urls:
         resumed = part.exists()
         while _transfer(a, url, part, progress, reasons):

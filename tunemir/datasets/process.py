@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import platform
 import time
+import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -24,9 +25,9 @@ from tqdm import tqdm
 
 from tunemir import __version__
 from tunemir.datasets import builders
-from tunemir.datasets.assets import giantsteps_audio_assets
+from tunemir.datasets.assets import GIANTSTEPS_ARCHIVES, giantsteps_audio_assets
 from tunemir.datasets.reference import check, packaged_reference, read_reference
-from tunemir.datasets.sources import Sources, dataset_assets, load_registry
+from tunemir.datasets.sources import DatasetError, Sources, dataset_assets, load_registry
 from tunemir.fileio import atomic_path, remove_stale_temps
 
 log = logging.getLogger(__name__)
@@ -107,11 +108,26 @@ def _reference(dataset: str, reference) -> dict | None:
 def build_dataset(dataset: str, datasets_root: Path, registry: dict | None = None) -> builders.Built:
     """The metadata and decoding jobs of `dataset` from the files under `datasets_root`."""
     src = Sources(dataset, datasets_root, {a.tag: a for a in dataset_assets(dataset, registry)})
-    if dataset == "giantsteps_clips":
-        src.require()
-        audio = {int(a.tag.rsplit("_", 1)[1]): datasets_root / a.path for a in giantsteps_audio_assets(datasets_root)}
-        return builders.build_giantsteps_clips(src, {t: p for t, p in audio.items() if p.is_file()})
-    return BUILDERS[dataset](src)
+    try:
+        if dataset == "giantsteps_clips":
+            src.require()
+            for tag in GIANTSTEPS_ARCHIVES:  # the MP3 list comes from them: check them first
+                if not zipfile.is_zipfile(src.path(tag)):
+                    raise DatasetError(f"{src.path(tag)} is not a zip archive. Delete it and run `tunemir data "
+                                       "download giantsteps_clips` (the checksum check fetches it again).")
+            audio = {int(a.tag.rsplit("_", 1)[1]): datasets_root / a.path
+                     for a in giantsteps_audio_assets(datasets_root)}
+            return builders.build_giantsteps_clips(src, {t: p for t, p in audio.items() if p.is_file()})
+        return BUILDERS[dataset](src)
+    except DatasetError:
+        raise
+    except (KeyError, ValueError, IndexError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+        # The downloads are checksum-verified, so this is a file changed since, or a --registry
+        # copy of another layout: a value the builder expected is not there.
+        raise DatasetError(
+            f"{dataset}: the files under {datasets_root / dataset} do not have the expected contents "
+            f"({type(err).__name__}: {err}). Run `tunemir data download {dataset}` to re-check every "
+            "checksum (wrong files are fetched again); a --registry copy must keep jukemir's layout.") from None
 
 
 def process_dataset(dataset: str, cache_root: Path, jobs: int | None = None, reference="canonical",
@@ -124,8 +140,9 @@ def process_dataset(dataset: str, cache_root: Path, jobs: int | None = None, ref
     start = time.perf_counter()
     out = cache_root / "processed" / dataset
     wav_dir = out / "wav"
-    built = build_dataset(dataset, cache_root / "datasets", load_registry(registry))
-    ref = _reference(dataset, reference)
+    registry = load_registry(registry)
+    ref = _reference(dataset, reference)  # before the (slow) build: a bad reference fails at once
+    built = build_dataset(dataset, cache_root / "datasets", registry)
     if ref is not None:
         check(dataset, built.meta, ref, out / "mismatch.json")
     wav_dir.mkdir(parents=True, exist_ok=True)

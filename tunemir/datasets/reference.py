@@ -29,12 +29,16 @@ def packaged_reference(dataset: str) -> dict[str, dict]:
 
 
 def read_reference(path: Path) -> dict[str, dict]:
-    """A meta.json (or .json.gz) to check a build against."""
-    data = Path(path).read_bytes()
+    """A meta.json (or .json.gz) to check a build against: an object of uid -> entry."""
+    fix = "Pass a meta.json(.gz) written by `tunemir data process`, or --no-reference to skip the check."
     try:
-        return json.loads(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
-    except (OSError, json.JSONDecodeError) as err:
-        raise DatasetError(f"reference metadata {path}: {err}") from None
+        data = Path(path).read_bytes()
+        meta = json.loads(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+    except (OSError, EOFError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
+        raise DatasetError(f"reference metadata {path} is not readable JSON ({err}). {fix}") from None
+    if not isinstance(meta, dict) or not all(isinstance(v, dict) for v in meta.values()):
+        raise DatasetError(f"reference metadata {path}: expected a JSON object of uid -> {{split, y, ...}}. {fix}")
+    return meta
 
 
 def _same(a, b, tol: float = 1e-9) -> bool:

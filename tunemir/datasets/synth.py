@@ -41,6 +41,10 @@ _TIMBRES = {
     "bass": ((1, 0.6, 0.3, 0.15), "hold"),
 }
 _TABLE = 4096
+#: Bounds of `write_synth`'s arguments (longer clips or higher rates than these make no sense here
+#: and would only exhaust memory).
+MIN_CLIPS, MIN_SECONDS, MAX_SECONDS = 20, 1.0, 600.0
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000
 _SPLIT_OF = ["train"] * 14 + ["valid"] * 3 + ["test"] * 3  # by clip index mod 20: 70/15/15
 
 
@@ -159,6 +163,14 @@ def write_synth(processed_root: Path, clips: int = 240, seconds: float = 8.0, sa
     """Write the corpus under `processed_root` (`synth/wav`, `synth/meta.json` and the three task
     folders); existing WAVs are kept, since the audio is a pure function of the arguments.
     Returns the folder of each dataset name."""
+    if clips < MIN_CLIPS:  # fewer leave a split without a clip of some tag
+        raise ValueError(f"clips must be at least {MIN_CLIPS}, got {clips}")
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:  # also False for NaN
+        raise ValueError(f"seconds must be from {MIN_SECONDS:g} to {MAX_SECONDS:g}, got {seconds}")
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise ValueError(f"sample_rate must be from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz, got {sample_rate}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
     specs = synth_clips(clips, seed)
     audio = processed_root / AUDIO_DATASET
     params = {"clips": clips, "seconds": seconds, "sample_rate": sample_rate, "seed": seed}

@@ -49,7 +49,8 @@ def check_bad_input(case: BadInput, tmp: Path) -> str:
     args = [_fill(a, subs) for a in case.args]
     old_umask = os.umask(case.umask) if case.umask is not None else None
     try:
-        result = CliRunner().invoke(main, args, env=case.env or None, catch_exceptions=True)
+        env = {k: _fill(v, subs) for k, v in case.env.items()}  # `{tmp}` etc. work in values too
+        result = CliRunner().invoke(main, args, env=env or None, catch_exceptions=True)
     finally:
         if old_umask is not None:
             os.umask(old_umask)
