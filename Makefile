@@ -7,10 +7,11 @@ DEMO_DIR ?= demo-output
 
 .PHONY: test demo bench clean
 
-$(STAMP): pyproject.toml
+# constraints.txt holds the exact torch/torchaudio that CI and the images use.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -64,6 +66,7 @@ def test_convert_lightning_checkpoint_then_extract(tmp_path: Path):
     assert result.exit_code == 1 and "'clmr'" in result.output and "'tune'" in result.output
 
 
+@pytest.mark.slow
 def test_demo_extraction_tour(tmp_path: Path, monkeypatch):
     monkeypatch.setattr("tunemir.demo.DEMO_MODELS", ("tune_plus", "chroma"))
     result = CliRunner().invoke(main, ["demo", str(tmp_path / "demo"), "--workers", "0"])
@@ -71,3 +74,37 @@ def test_demo_extraction_tour(tmp_path: Path, monkeypatch):
     assert "untrained" in result.output
     assert len(list((tmp_path / "demo" / "vectors" / "tune_plus-untrained").rglob("*.npy"))) == 6
     assert len(list((tmp_path / "demo" / "vectors" / "chroma").rglob("*.npy"))) == 6
+
+
+def test_log_options_work_before_and_after_the_subcommand(tmp_path: Path, caplog):
+    """-v/-q are accepted by the root and by every command; of the two, the last one given wins."""
+    write_audio(tmp_path / "in" / "x.wav", 0.5, 22050, 1)
+    (tmp_path / "in" / "notes.txt").write_text("not audio")
+    extract = ["extract", "tune_plus", str(tmp_path / "in"), str(tmp_path / "out"), "--random-init", "--workers", "0"]
+    for before, after, shown in [([], [], True), (["-q"], [], False), ([], ["-q"], False), (["--quiet"], ["-v"], True),
+                                 ([], ["-v", "-q"], False), (["-v", "-q"], [], False), (["-q", "-v"], [], True)]:
+        caplog.clear()
+        result = CliRunner().invoke(main, [*before, *extract, *after])
+        assert result.exit_code == 0, result.output
+        skipped = [r for r in caplog.records if "skipping notes.txt" in r.getMessage()]
+        assert bool(skipped) == shown, (before, after)
+    for args in (["-v", "models"], ["models", "-v"]):
+        caplog.clear()
+        assert CliRunner().invoke(main, args).exit_code == 0
+        assert logging.getLogger().getEffectiveLevel() == logging.DEBUG
+    for args in (["weights", "fetch", "--help"], ["demo", "--help"], ["data", "synth", "--help"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0 and "--quiet" in result.output and "--verbose" in result.output, args
+
+
+@pytest.mark.slow
+def test_help_lists_every_command_without_importing_the_training_stack():
+    code = ("import sys; from click.testing import CliRunner; from tunemir.cli import main; "
+            "r = CliRunner().invoke(main, ['--help']); print(r.output); "
+            "print(sorted(m for m in ('yaml', 'pytorch_lightning', 'sklearn', 'matplotlib', 'librosa') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    for name in ["convert-checkpoint", "data", "demo", "evaluate", "extract", "models", "probe", "train", "weights"]:
+        assert f"\n  {name} " in result.stdout, name
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    usage = subprocess.run([sys.executable, "-m", "tunemir", "nope"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "Usage: tunemir " in usage.stderr

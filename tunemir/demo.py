@@ -3,13 +3,17 @@ runs the whole pipeline, `reproduce/demo.sh`.)"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from tunemir.extract import extract
+from tunemir.extras import missing
 from tunemir.models import default_weights_path, get_info
 from tunemir.testing import write_audio
+
+log = logging.getLogger(__name__)
 
 #: (relative path, seconds, sample rate, channels, subtype): formats a real corpus mixes.
 DEMO_FILES = [
@@ -38,13 +42,17 @@ def run_demo(output_dir: Path, workers: int | None = None) -> list[dict]:
     """Extract every demo model's vectors under `output_dir`; one summary row per model.
 
     Models with baked-in weights use them; the others run with untrained weights (clearly
-    labelled), since no weights can be downloaded here.
+    labelled), since no weights can be downloaded here. Without the `handcrafted` extra the
+    chroma and mfcc baselines are left out, with a warning saying how to install them.
     """
     audio_dir = output_dir / "audio"
     write_demo_audio(audio_dir)
     rows = []
     for name in DEMO_MODELS:
         info = get_info(name)
+        if not info.needs_weights and missing("handcrafted"):
+            log.warning("skipping %s: it needs librosa, pip install 'tunemir[handcrafted]'", name)
+            continue
         untrained = info.needs_weights and not default_weights_path(name).is_file()
         out = output_dir / "vectors" / (f"{name}-untrained" if untrained else name)
         summary = extract(name, audio_dir, out, random_init=untrained, workers=workers, progress=False)
