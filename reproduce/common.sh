@@ -32,7 +32,7 @@ say() { echo "[$(date +%H:%M:%S)] $*"; }
 
 case $RUNNER in
   docker) command -v docker >/dev/null || die "TUNEMIR_RUNNER=docker but docker is not installed; set TUNEMIR_RUNNER=native to use the tunemir on PATH" ;;
-  native) command -v "$TUNEMIR" >/dev/null || die "TUNEMIR_RUNNER=native but '$TUNEMIR' is not on PATH: pip install -e '.[train,probe]' (or set TUNEMIR_BIN)" ;;
+  native) command -v "$TUNEMIR" >/dev/null || die "TUNEMIR_RUNNER=native but '$TUNEMIR' is not on PATH: pip install -e '.[handcrafted,train,probe]' (or set TUNEMIR_BIN)" ;;
   *) die "TUNEMIR_RUNNER must be docker or native, not '$RUNNER'" ;;
 esac
 [[ $SHARD_SIZE =~ ^[1-9][0-9]*$ ]] || die "TUNEMIR_SHARD_SIZE must be a positive integer, not '$SHARD_SIZE'"

@@ -66,6 +66,7 @@ def test_chunks_respect_max_frames(tmp_path: Path):
     assert sum(sizes) == len(load_mono(path)) // FRAME_LENGTH
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded_for_long_files(tmp_path: Path):
     # 5 minutes of 44.1 kHz stereo: decoding it whole to float32 would take 106 MB.
     path = write_audio(tmp_path / "long.wav", 300, 44100, 2)
@@ -92,3 +93,10 @@ def test_decode_errors_name_the_file_and_the_fix(tmp_path: Path):
             list(iter_mono(path))
         message = str(info.value)
         assert str(path) in message and reason in message and "ffmpeg" in message
+
+
+def test_one_sample_file_is_one_zero_padded_frame(tmp_path: Path):
+    path = tmp_path / "one.wav"
+    sf.write(path, np.array([[0.25]], np.float32), SAMPLE_RATE, subtype="FLOAT")
+    frames = np.concatenate(list(iter_frames(path)))
+    assert frames.shape == (1, FRAME_LENGTH) and frames[0, 0] == 0.25 and not frames[0, 1:].any()

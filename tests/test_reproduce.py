@@ -129,7 +129,9 @@ def fake_docker(tmp_path: Path) -> tuple[dict, Path]:
     log = tmp_path / "docker.log"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "docker").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\n')
+    # Asked for the shard plan (`extract --list-shards`), it answers as tunemir would for 3 shards.
+    (bin_dir / "docker").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\n'
+                                    'case "$*" in *--list-shards*) printf "0 todo\\n1 done\\n2 todo\\n" ;; esac\n')
     (bin_dir / "docker").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNEMIR_")}
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
@@ -152,18 +154,29 @@ def test_docker_mode_commands(tmp_path: Path) -> None:
     result = run("3_extract.sh", env)
     assert result.returncode == 0, result.stderr
     uid = f"{os.getuid()}:{os.getgid()}"
-    calls = sorted(log.read_text().splitlines())
-    assert len(calls) == 9  # 3 shards x 3 representations
     out = cache / "representations" / "gtzan_ff"
+    listings = [c for c in log.read_text().splitlines() if "--list-shards" in c]
+    assert listings == [  # the plan is the CLI's, asked in each representation's own image, without a GPU
+        f"run --rm -u {uid} --shm-size 8g -v {wav}:/input:ro -v {out}/tune_plus:/output "
+        f"tunemir/representations_tune_plus --batch_size 2 --list-shards",
+        f"run --rm -u {uid} --shm-size 8g -v {wav}:/input:ro -v {out}/chroma:/output "
+        f"tunemir/probe extract chroma /input /output --batch_size 2 --list-shards",
+        f"run --rm -u {uid} --shm-size 8g -v {wav}:/input:ro -v {out}/mine:/output -v {ckpt.parent}:/weights:ro "
+        f"tunemir/representations_tune --batch_size 2 --list-shards --checkpoint /weights/last.ckpt"]
+    assert "6 shards to run, 3 already done" in result.stdout
+    for line in listings:
+        log.write_text(log.read_text().replace(line + "\n", "", 1))
+    calls = sorted(log.read_text().splitlines())
+    assert len(calls) == 6  # shards 0 and 2 x 3 representations (shard 1 is done)
     assert (f"run --rm -u {uid} --shm-size 8g -v {wav}:/input:ro -v {out}/tune_plus:/output --gpus device=0 "
             f"tunemir/representations_tune_plus --batch_size 2 --batch_idx 0") in calls
     assert (f"run --rm -u {uid} --shm-size 8g -v {wav}:/input:ro -v {out}/chroma:/output --gpus device=1 "
-            f"tunemir/probe extract chroma /input /output --batch_size 2 --batch_idx 0") in calls
+            f"tunemir/probe extract chroma /input /output --batch_size 2 --batch_idx 2") in calls
     assert (f"run --rm -u {uid} --shm-size 8g -v {wav}:/input:ro -v {out}/mine:/output --gpus device=1 -v {ckpt.parent}:/weights:ro "
-            f"tunemir/representations_tune --batch_size 2 --batch_idx 1 --checkpoint /weights/last.ckpt") in calls
+            f"tunemir/representations_tune --batch_size 2 --batch_idx 2 --checkpoint /weights/last.ckpt") in calls
     # Shards alternate between the two GPUs.
     devices = [re.search(r"device=(\d)", c)[1] for c in log.read_text().splitlines()]
-    assert devices.count("0") == 5 and devices.count("1") == 4
+    assert devices.count("0") == 3 and devices.count("1") == 3
 
     log.unlink()
     env["TUNEMIR_REPRESENTATIONS"] = "tune_plus clmr chroma mine=tune"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,17 +15,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunemir.audio import is_audio_path
-from tunemir.extract.pipeline import Job, Progress, run_jobs
+from tunemir.audio import AUDIO_SUFFIXES, is_audio_path
+from tunemir.extract.pipeline import Job, OutputFolderError, Progress, run_jobs, write_failure
 from tunemir.extract.records import (
-    MANIFEST_NAME, ManifestMismatchError, build_manifest, check_or_write_manifest, write_run_report,
+    MANIFEST_NAME, SOURCES_DIR, ManifestMismatchError, build_manifest, check_manifest, check_or_write_manifest,
+    read_source_record, record_path, source_stamp, write_run_report,
 )
-from tunemir.fileio import remove_stale_temps
-from tunemir.models import Encoder, load_model
+from tunemir.fileio import check_writable, remove_stale_temps
+from tunemir.models import Encoder, HandcraftedFeature, default_weights_path, load_model
 
 __all__ = [
-    "MANIFEST_NAME", "ExtractSummary", "ExtractUsageError", "default_frames_per_batch", "default_workers",
-    "extract", "find_audio_files", "is_valid_output", "resolve_device", "select_shard",
+    "MANIFEST_NAME", "SOURCES_DIR", "ExtractError", "ExtractSummary", "ExtractUsageError", "default_frames_per_batch",
+    "default_workers", "discover_audio", "extract", "find_audio_files", "is_valid_output", "resolve_device",
+    "select_shard", "shard_status",
 ]
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,11 @@ class ExtractUsageError(ValueError):
     """Arguments that cannot work together (bad shard, mismatched output folder, bad layer)."""
 
 
+class ExtractError(Exception):
+    """The run as a whole cannot proceed: no audio, an unusable output folder, a broken checkpoint.
+    The message names the path and the fix."""
+
+
 @dataclass
 class ExtractSummary:
     """What one `extract` call did."""
@@ -40,6 +49,7 @@ class ExtractSummary:
     total: int = 0
     written: int = 0
     skipped: int = 0
+    changed: int = 0  #: vectors redone because their audio changed since they were written
     failed: list[tuple[str, str]] = field(default_factory=list)
     audio_seconds: float = 0.0
     elapsed_s: float = 0.0
@@ -53,15 +63,56 @@ def find_audio_files(input_dir: Path | str) -> list[Path]:
     """Audio files under `input_dir`, recursively, as relative paths sorted by their POSIX form.
 
     Hidden files and folders (names starting with '.') and files without an audio suffix are
-    skipped with one log line each.
+    skipped with one log line each; symlinked folders are followed. Unreadable folders are
+    left out here: `discover_audio` also returns them.
+    """
+    return discover_audio(input_dir)[0]
+
+
+def discover_audio(input_dir: Path | str) -> tuple[list[Path], list[tuple[str, str]]]:
+    """(audio files as in `find_audio_files`, [(folder, reason)] of sub-folders that could not be read).
+
+    Symlinked folders are followed; one that leads back to a folder already listed (a loop,
+    or a second link to the same folder) is skipped with a warning, so every real folder is
+    read once and the walk always ends.
     """
     input_dir = Path(input_dir)
-    found = []
-    for root, dirs, files in os.walk(input_dir):
+    found, unreadable = [], []
+    seen: dict[tuple[int, int], Path] = {}
+
+    def report(err: OSError) -> None:
+        where = Path(err.filename) if err.filename else input_dir
+        rel = where.relative_to(input_dir).as_posix() if where.is_relative_to(input_dir) else str(where)
+        unreadable.append((rel, f"{where}: this folder cannot be read ({err.strerror}), so its audio was not "
+                                f"extracted. Make it readable (chmod a+rx) or move it out of {input_dir}"))
+
+    try:
+        info = input_dir.stat()
+        seen[(info.st_dev, info.st_ino)] = Path(".")
+    except OSError as err:
+        report(err)
+        return [], unreadable
+    for root, dirs, files in os.walk(input_dir, onerror=report, followlinks=True):
         rel_root = Path(root).relative_to(input_dir)
-        for name in sorted(d for d in dirs if d.startswith(".")):
-            log.info("skipping hidden folder %s", rel_root / name)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        kept = []
+        for name in sorted(dirs):
+            rel = rel_root / name
+            if name.startswith("."):
+                log.info("skipping hidden folder %s", rel)
+                continue
+            try:
+                info = (Path(root) / name).stat()
+            except OSError:  # vanished or unreadable: os.walk's onerror reports it when it lists it
+                kept.append(name)
+                continue
+            key = (info.st_dev, info.st_ino)
+            if key in seen:
+                log.warning("skipping %s: the same folder as %s (reached through a symlink), which is already "
+                            "listed", rel, seen[key])
+                continue
+            seen[key] = rel
+            kept.append(name)
+        dirs[:] = kept
         for name in sorted(files):
             rel = rel_root / name
             if name.startswith("."):
@@ -70,7 +121,7 @@ def find_audio_files(input_dir: Path | str) -> list[Path]:
                 log.info("skipping %s: not an audio file (WAV, FLAC, OGG or MP3)", rel)
             else:
                 found.append(rel)
-    return sorted(found, key=lambda p: p.as_posix())
+    return sorted(found, key=lambda p: p.as_posix()), unreadable
 
 
 def select_shard(items: list, batch_size: int | None, batch_idx: int | None) -> list:
@@ -94,8 +145,15 @@ def resolve_device(device: str) -> torch.device:
     """'auto' picks CUDA when available; asking for CUDA without a GPU is an error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ExtractUsageError("--device cuda was requested but no CUDA GPU is visible; use --device cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ExtractUsageError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ExtractUsageError(f"--device {device} was requested but no CUDA GPU is visible; use --device cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ExtractUsageError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) are visible, "
+                                    f"so use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return torch.device(device)
 
 
@@ -145,87 +203,229 @@ def extract(
 
     Per file: decode, average channels, resample to 22.05 kHz (soxr HQ), cut into
     non-overlapping 59,049-sample frames, encode, average over frames. Existing valid outputs
-    are kept; each output is written atomically; a file that fails to decode is reported and
-    skipped. Raises ExtractUsageError for bad shards, layers or a mismatched output folder.
-    `progress`: None shows a bar on a terminal and periodic log lines otherwise.
+    are kept if their audio has not changed since (its size and mtime are recorded under
+    `OUT/.tunemir-sources/`); each output is written atomically; a file that fails (decoding,
+    a non-finite vector, an output path in the way, an output name shared with another input
+    anywhere in the list) is reported in `summary.failed` and skipped. Raises ExtractUsageError
+    for bad shards, layers, options or a mismatched output folder, and ExtractError when the
+    run as a whole cannot go on (no audio, an output folder that takes no files, a checkpoint
+    holding NaN). `progress`: None shows a bar on a terminal and periodic log lines otherwise.
     """
     start = time.perf_counter()
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    shard = select_shard(find_audio_files(input_dir), batch_size, batch_idx)
-    rep = load_model(model, checkpoint, random_init=random_init)
-    neural = isinstance(rep, Encoder)
-    if neural:
-        try:
-            rep.check_layer(layer)
-        except ValueError as err:
-            raise ExtractUsageError(str(err)) from None
-    elif layer != 0:
-        raise ExtractUsageError(f"{model} is a handcrafted feature with no layers; drop --layer")
-    dim = rep.layer_dims[layer] if neural else rep.dim
+    files, unreadable = _list_inputs(input_dir, checkpoint, random_init)
+    shard = select_shard(files, batch_size, batch_idx)
+    rep, dim = _load(model, checkpoint, layer, random_init)
     dev = resolve_device(device)
-
-    output_dir.mkdir(parents=True, exist_ok=True)
     manifest = build_manifest(model, rep, checkpoint, layer, dim, random_init)
-    try:
-        check_or_write_manifest(output_dir / MANIFEST_NAME, manifest)
-    except ManifestMismatchError as err:
-        raise ExtractUsageError(str(err)) from None
-    if removed := remove_stale_temps(output_dir):
-        log.info("removed %d temporary files left by an interrupted run", removed)
+    _prepare_output(output_dir, manifest)
 
-    summary = ExtractSummary(total=len(shard))
-    jobs = _plan(shard, input_dir, output_dir, dim, summary)
+    summary = ExtractSummary(total=len(shard) + len(unreadable))
+    summary.failed += unreadable  # the listing is incomplete, so every shard of it fails
+    jobs = _plan(shard, input_dir, output_dir, dim, _collisions(files, input_dir, output_dir), summary)
     log.info("%s: %d files in this shard, %d already done, %d to extract",
              model, len(shard), summary.skipped, len(jobs))
     stages = {}
     if jobs:
-        n_workers = workers if workers is not None else default_workers(dev, neural)
+        n_workers = workers if workers is not None else default_workers(dev, neural=isinstance(rep, Encoder))
         bar = Progress(len(jobs), f"extract {model}", progress)
         try:
             with _strict_float32():
                 stats = run_jobs(rep, jobs, device=dev, workers=n_workers, layer=layer,
                                  batch_frames=frames_per_batch or default_frames_per_batch(dev),
                                  progress=bar, failed=summary.failed)
+        except OutputFolderError as err:
+            raise ExtractError(_folder_failure(output_dir, err.err, during_run=True)) from None
         finally:
             bar.close()
         summary.written, summary.audio_seconds = stats.written, stats.audio_seconds
         stages = {"decode_in_workers_s": stats.decode_s, "model_s": stats.model_s, "write_s": stats.write_s,
                   "frames": stats.frames, "workers": n_workers}
     summary.elapsed_s = time.perf_counter() - start
-    write_run_report(output_dir, batch_idx, {
-        "manifest": manifest, "device": str(dev),
-        "files": {"total": summary.total, "written": summary.written, "skipped": summary.skipped,
-                  "failed": [{"file": f, "reason": r} for f, r in summary.failed]},
-        "audio_seconds": summary.audio_seconds, "elapsed_s": summary.elapsed_s,
-        "audio_seconds_per_s": summary.audio_seconds / max(summary.elapsed_s, 1e-9), "stages": stages,
-    })
-    for _, reason in summary.failed:
-        log.error("FAILED %s", reason)
-    log.info("%d written, %d already present, %d failed of %d; %.1f audio-s in %.1f s (%.1f audio-s/s)",
-             summary.written, summary.skipped, len(summary.failed), summary.total,
+    try:
+        write_run_report(output_dir, batch_idx, {
+            "manifest": manifest, "device": str(dev),
+            "files": {"total": summary.total, "written": summary.written, "skipped": summary.skipped,
+                      "changed": summary.changed,
+                      "failed": [{"file": f, "reason": r} for f, r in summary.failed]},
+            "audio_seconds": summary.audio_seconds, "elapsed_s": summary.elapsed_s,
+            "audio_seconds_per_s": summary.audio_seconds / max(summary.elapsed_s, 1e-9), "stages": stages,
+        })
+    except OSError as err:
+        raise ExtractError(_folder_failure(output_dir, err, during_run=True)) from None
+    if summary.failed:
+        log.warning("%d of %d files failed; the reasons are in the run report in %s",
+                    len(summary.failed), summary.total, output_dir)
+    log.info("%d written (%d because their audio changed), %d already present, %d failed of %d; "
+             "%.1f audio-s in %.1f s (%.1f audio-s/s)",
+             summary.written, summary.changed, summary.skipped, len(summary.failed), summary.total,
              summary.audio_seconds, summary.elapsed_s, summary.audio_seconds / max(summary.elapsed_s, 1e-9))
     return summary
 
 
-def _plan(shard: list[Path], input_dir: Path, output_dir: Path, dim: int, summary: ExtractSummary) -> list[Job]:
-    """Jobs still to do; inputs that would share one output are reported as failures."""
+def shard_status(
+    model: str,
+    input_dir: Path | str,
+    output_dir: Path | str,
+    *,
+    batch_size: int,
+    checkpoint: Path | str | None = None,
+    layer: int = 0,
+    random_init: bool = False,
+) -> list[bool]:
+    """Per shard of `batch_size` files: True if `extract` would find nothing to do in it.
+
+    The same rules as `extract` (discovery, collisions, valid vectors, recorded sources, the
+    manifest's settings), so `reproduce/3_extract.sh` asks this instead of guessing. Nothing
+    is written.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if batch_size < 1:
+        raise ExtractUsageError(f"--batch_size must be at least 1, got {batch_size}")
+    files, unreadable = _list_inputs(input_dir, checkpoint, random_init)
+    rep, dim = _load(model, checkpoint, layer, random_init)
+    n_shards = len(range(0, len(files), batch_size))
+    manifest = build_manifest(model, rep, checkpoint, layer, dim, random_init)
+    try:
+        check_manifest(output_dir / MANIFEST_NAME, manifest)
+    except ManifestMismatchError:  # missing, or other settings: running a shard says which
+        return [False] * n_shards
+    if unreadable:
+        return [False] * n_shards
+    clashes = _collisions(files, input_dir, output_dir)
+    status = []
+    for index in range(n_shards):
+        summary = ExtractSummary()
+        jobs = _plan(files[index * batch_size : (index + 1) * batch_size], input_dir, output_dir, dim, clashes,
+                     summary, quiet=True)
+        status.append(not jobs and not summary.failed)
+    return status
+
+
+def _list_inputs(input_dir: Path, checkpoint: Path | None, random_init: bool) -> tuple[list[Path], list]:
+    if checkpoint is not None and random_init:
+        raise ExtractUsageError("--checkpoint and --random-init exclude each other: drop --random-init to use "
+                                "the checkpoint's weights, or drop --checkpoint for untrained ones")
+    files, unreadable = discover_audio(input_dir)
+    if not files and not unreadable:
+        raise ExtractError(f"no audio files under {input_dir} (looked for {', '.join(sorted(AUDIO_SUFFIXES))}, "
+                           f"in sub-folders too; hidden names are skipped): check the input folder")
+    return files, unreadable
+
+
+def _load(model: str, checkpoint: Path | None, layer: int, random_init: bool) -> tuple[Encoder | HandcraftedFeature, int]:
+    """The model and the length of its vectors at `layer`; a checkpoint holding NaN is refused."""
+    rep = load_model(model, checkpoint, random_init=random_init)
+    if not isinstance(rep, Encoder):
+        if layer != 0:
+            raise ExtractUsageError(f"{model} is a handcrafted feature with no layers; drop --layer")
+        return rep, rep.dim
+    try:
+        rep.check_layer(layer)
+    except ValueError as err:
+        raise ExtractUsageError(str(err)) from None
+    broken = [name for name, tensor in rep.state_dict().items()
+              if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        where = checkpoint or default_weights_path(model)
+        raise ExtractError(
+            f"{where}: {len(broken)} tensors hold NaN or infinite values ({', '.join(broken[:3])}"
+            f"{', ...' if len(broken) > 3 else ''}), so every vector would be NaN. The checkpoint is broken "
+            f"(trained to a NaN loss?): use an earlier checkpoint of the run, or train again")
+    return rep, rep.layer_dims[layer]
+
+
+def _prepare_output(output_dir: Path, manifest: dict) -> None:
+    """Create the folder, check it takes files, write or check the manifest, clear stale temporaries."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        check_writable(output_dir)
+        check_or_write_manifest(output_dir / MANIFEST_NAME, manifest)
+        if removed := remove_stale_temps(output_dir):
+            log.info("removed %d temporary files left by an interrupted run", removed)
+    except ManifestMismatchError as err:
+        raise ExtractUsageError(str(err)) from None
+    except OSError as err:
+        raise ExtractError(_folder_failure(output_dir, err)) from None
+
+
+def _folder_failure(output_dir: Path, err: OSError, during_run: bool = False) -> str:
+    """One message for an output folder that takes no files, instead of one per file."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "the disk (or quota) is full: free some space or choose a folder on another disk"
+    elif err.errno == errno.EROFS:
+        fix = "it is on a read-only filesystem: choose a writable folder (in Docker, mount /output without :ro)"
+    elif err.errno in (errno.EACCES, errno.EPERM):
+        fix = (f"permission denied for this user (uid {os.getuid()}): make the folder writable or choose "
+               f"another (in Docker, run with -u $(id -u):$(id -g))")
+    elif isinstance(err, (NotADirectoryError, FileExistsError)):
+        fix = "part of that path is a file, not a folder: choose another output folder"
+    else:
+        fix = "choose another output folder"
+    kept = "; the vectors already written are complete and kept, so run again once fixed" if during_run else ""
+    return f"cannot write to the output folder {output_dir} ({err.strerror or err}): {fix}{kept}"
+
+
+def _collisions(files: list[Path], input_dir: Path, output_dir: Path) -> dict[Path, str]:
+    """Inputs that would share one output (`a.wav`, `a.flac`), decided on the whole list so that
+    each fails in whichever shard it falls: {input: reason}."""
     by_target = collections.defaultdict(list)
-    for rel in shard:
-        by_target[output_dir / rel.with_suffix(".npy")].append(rel)
-    jobs = []
+    for rel in files:
+        by_target[rel.with_suffix(".npy")].append(rel)
+    clashes = {}
     for target, rels in by_target.items():
         if len(rels) > 1:
             names = ", ".join(r.as_posix() for r in rels)
             for rel in rels:
-                summary.failed.append((rel.as_posix(), f"{input_dir / rel}: {names} would all be written to "
-                                       f"{target.name}; rename all but one (outputs are named by stem)"))
-        elif is_valid_output(target, dim):
-            summary.skipped += 1
-        else:
-            if target.exists():
-                log.warning("%s is incomplete or corrupt; extracting it again", target)
-            jobs.append(Job(rels[0].as_posix(), input_dir / rels[0], target))
+                clashes[rel] = (f"{input_dir / rel}: {names} would all be written to {output_dir / target}; "
+                                f"rename all but one (outputs are named by the path without its suffix)")
+    return clashes
+
+
+def _plan(shard: list[Path], input_dir: Path, output_dir: Path, dim: int, clashes: dict[Path, str],
+          summary: ExtractSummary, quiet: bool = False) -> list[Job]:
+    """Jobs still to do; colliding or unreadable inputs are reported as failures.
+
+    A valid vector is kept only if its source record matches the audio file's size and mtime
+    now: audio replaced since is extracted again.
+    """
+    say = log.debug if quiet else log.info
+    jobs = []
+    for rel in shard:
+        source, target = input_dir / rel, output_dir / rel.with_suffix(".npy")
+        if rel in clashes:
+            summary.failed.append((rel.as_posix(), clashes[rel]))
+            continue
+        try:
+            stamp = source_stamp(source)
+        except OSError as err:
+            what = "is a broken symlink" if source.is_symlink() else f"cannot be read ({err.strerror})"
+            summary.failed.append((rel.as_posix(), f"{source}: {what}; fix or remove it"))
+            continue
+        if not source.is_file():  # a FIFO or device would block or never end
+            summary.failed.append((rel.as_posix(), f"{source}: is not a regular file; replace it with an audio file"))
+            continue
+        if target.is_dir():
+            summary.failed.append((rel.as_posix(), write_failure(target, IsADirectoryError(errno.EISDIR, ""))))
+            continue
+        record = record_path(output_dir, target)
+        if is_valid_output(target, dim):
+            recorded = read_source_record(record)
+            if recorded == {"source": rel.as_posix(), **stamp}:
+                summary.skipped += 1
+                continue
+            if recorded is None:
+                say("%s has no record of the audio it came from (an older tunemir, or a run killed "
+                    "right after writing it); extracting it again", target)
+            else:
+                (log.debug if quiet else log.warning)(
+                    "%s changed since %s was written from it; extracting it again", source, target)
+                summary.changed += 1
+        elif target.exists() and not quiet:
+            log.warning("%s is incomplete or corrupt; extracting it again", target)
+        jobs.append(Job(rel.as_posix(), source, target, stamp=stamp, record=record))
     return jobs
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import errno
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +19,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from tunemir.audio import AudioDecodeError, iter_frames, load_mono
-from tunemir.fileio import atomic_path
+from tunemir.extract.records import write_source_record
+from tunemir.fileio import NAME_MAX, atomic_path
 from tunemir.models import Encoder, HandcraftedFeature
 from tunemir.models.base import InferenceEncoder
 
@@ -36,6 +39,35 @@ class Job:
     rel: str
     source: Path
     target: Path
+    stamp: dict | None = None  #: the source's size and mtime when planned (see records.source_stamp)
+    record: Path | None = None  #: where to record `stamp` once the vector is written
+
+
+#: Write errors that hit every file of the output folder alike: the run stops at the first.
+FOLDER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class OutputFolderError(Exception):
+    """Writing into the output folder fails for every file (full disk, read-only filesystem)."""
+
+    def __init__(self, target: Path, err: OSError):
+        self.target, self.err = target, err
+        super().__init__(f"{target}: {err.strerror}")
+
+
+def write_failure(target: Path, err: OSError) -> str:
+    """Why one vector could not be written, and the fix."""
+    if isinstance(err, IsADirectoryError) or target.is_dir():
+        return f"{target}: a folder of that name is in the way of the vector; rename or remove that folder"
+    if isinstance(err, (NotADirectoryError, FileExistsError)):
+        return (f"{target}: a file is in the way of the folder {target.parent.name}/ it goes in; "
+                f"rename or remove that file")
+    if err.errno == errno.ENAMETOOLONG or len(os.fsencode(target.name)) > NAME_MAX:
+        return (f"{target}: the name is too long for the filesystem ({len(os.fsencode(target.name))} bytes, "
+                f"at most {NAME_MAX}); rename the input file")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"{target}: permission denied; make {target.parent} writable for this user"
+    return f"{target}: cannot be written ({err.strerror or err}); check the output folder"
 
 
 @dataclass
@@ -214,22 +246,49 @@ class Progress:
 
 def run_jobs(rep: Encoder | HandcraftedFeature, jobs: list[Job], *, device: torch.device, workers: int,
              layer: int, batch_frames: int, progress: Progress, failed: list[tuple[str, str]]) -> Stats:
-    """Extract every job; failures are appended to `failed` as (relative path, reason)."""
+    """Extract every job; failures are appended to `failed` as (relative path, reason).
+
+    A vector that is not finite is never written (that file fails). Raises OutputFolderError
+    when the output folder takes no more files (full disk, read-only filesystem).
+    """
     stats = Stats()
     ends: dict[int, _Item] = {}
 
     def save(job: int, vector: np.ndarray) -> None:
         tick = time.perf_counter()
-        with atomic_path(jobs[job].target) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, vector)
+        seconds = ends.pop(job).seconds
+        target = jobs[job].target
+        if not np.isfinite(vector).all():  # never write a vector a probe would choke on
+            fail(job, f"{jobs[job].source}: {nonfinite}, so no vector was written")
+            return
+        try:
+            # Not fsynced: a vector lost to a power cut is found invalid and redone on the next run.
+            with atomic_path(target, durable=False) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, vector)
+            if jobs[job].record is not None:
+                write_source_record(jobs[job].record, jobs[job].rel, jobs[job].stamp)
+        except OSError as err:
+            if err.errno in FOLDER_ERRNOS:
+                raise OutputFolderError(target, err) from None
+            fail(job, write_failure(target, err))
+            return
         stats.written += 1
-        stats.audio_seconds += ends.pop(job).seconds
+        stats.audio_seconds += seconds
         stats.write_s += time.perf_counter() - tick
         progress.update(stats.audio_seconds)
 
+    def fail(job: int, reason: str) -> None:
+        failed.append((jobs[job].rel, reason))
+        progress.update(stats.audio_seconds)
+
     neural = isinstance(rep, Encoder)
+    nonfinite = ("the model produced NaN or infinite values (a broken checkpoint, e.g. one trained to a NaN "
+                 "loss, or audio far outside [-1, 1]); check the checkpoint and the file" if neural else
+                 f"the {rep.kind} feature came out NaN or infinite; check the audio")
     if neural:
         averager = FrameAverager(InferenceEncoder(rep).to(device), device, layer, batch_frames, save, stats)
+    else:
+        rep.prepare()  # librosa's numba code is compiled here, once, before the decode workers fork
     stream = _stream(jobs, workers, pin=device.type == "cuda", feature=None if neural else rep)
     for item in stream:
         if item.frames is not None:
@@ -238,9 +297,8 @@ def run_jobs(rep: Encoder | HandcraftedFeature, jobs: list[Job], *, device: torc
         stats.decode_s += item.decode_s
         ends[item.job] = item
         if item.error is not None:
-            failed.append((jobs[item.job].rel, item.error))
             ends.pop(item.job)
-            progress.update(stats.audio_seconds)
+            fail(item.job, item.error)
             if neural:
                 averager.end(item.job, ok=False)
         elif neural:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import os
 import platform
 import resource
 from pathlib import Path
@@ -14,7 +16,7 @@ import torch
 from tunemir import __version__
 from tunemir.audio import FRAME_LENGTH, RESAMPLE_QUALITY, SAMPLE_RATE
 from tunemir.checkpoints import weights_sha256
-from tunemir.fileio import atomic_path, sha256_file
+from tunemir.fileio import NAME_MAX, atomic_path, create_exclusive, sha256_file
 from tunemir.models import Encoder, HandcraftedFeature, default_weights_path, get_info
 
 log = logging.getLogger(__name__)
@@ -53,15 +55,21 @@ def build_manifest(model: str, rep: Encoder | HandcraftedFeature, checkpoint: Pa
 
 
 def check_or_write_manifest(path: Path, manifest: dict) -> None:
-    """Write the manifest into a new folder; in an existing one, refuse other settings."""
-    if not path.exists():
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    """Write the manifest into a new folder; in an existing one, refuse other settings.
+
+    Shards starting together race to create it: the complete file is hard-linked into place,
+    which fails if another got there first, so exactly one wins and the others check the
+    winner's settings against their own.
+    """
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    if not path.exists() and create_exclusive(path, text.encode()):
         return
-    try:
-        existing = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ManifestMismatchError(f"{path} is unreadable ({err}); move the folder aside and start over") from None
+    check_manifest(path, manifest)
+
+
+def check_manifest(path: Path, manifest: dict) -> None:
+    """Raise ManifestMismatchError unless `path` is a manifest with the same settings as `manifest`."""
+    existing = _read_manifest(path)
     differing = [k for k in SETTINGS_KEYS if existing.get(k) != manifest[k]]
     if differing:
         details = "; ".join(f"{k}: folder has {existing.get(k)!r}, this run {manifest[k]!r}" for k in differing)
@@ -71,6 +79,22 @@ def check_or_write_manifest(path: Path, manifest: dict) -> None:
         )
     if existing.get("tunemir_version") != __version__:
         log.warning("%s was written by tunemir %s; this is %s", path, existing.get("tunemir_version"), __version__)
+
+
+def _read_manifest(path: Path) -> dict:
+    fix = "move the folder aside (or delete it) and extract again"
+    try:
+        existing = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ManifestMismatchError(f"{path} is not a tunemir manifest (not text); {fix}") from None
+    except ValueError as err:
+        raise ManifestMismatchError(f"{path} is not valid JSON ({err}); {fix}") from None
+    except OSError as err:
+        raise ManifestMismatchError(f"{path} cannot be read ({err.strerror}); {fix}") from None
+    if not isinstance(existing, dict) or "model" not in existing:
+        raise ManifestMismatchError(
+            f"{path} is not a tunemir manifest (a JSON {type(existing).__name__} without a model); {fix}")
+    return existing
 
 
 def write_run_report(output_dir: Path, batch_idx: int | None, report: dict) -> Path:
@@ -85,3 +109,44 @@ def write_run_report(output_dir: Path, batch_idx: int | None, report: dict) -> P
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
     return path
+
+
+#: Hidden folder of per-vector source records: `<SOURCES_DIR>/<vector's relative path>.json`.
+#: One small file per vector, so shards running at once never write the same record.
+SOURCES_DIR = ".tunemir-sources"
+
+
+def source_stamp(source: Path) -> dict:
+    """What a vector is computed from, cheaply: the audio file's size and modification time.
+
+    A content digest would also catch a same-size rewrite that kept the old mtime, but checking
+    it means reading every input again on each rerun (measured in the notes: 6.8 ms per 5 MB
+    WAV, against 2 us for a stat). A `touch` re-extracts that one file, harmlessly.
+    """
+    info = source.stat()
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+
+
+def record_path(output_dir: Path, target: Path) -> Path:
+    """Where the source record of the vector `target` lives (its name cut to fit NAME_MAX)."""
+    rel = target.relative_to(output_dir)
+    name = f"{rel.name}.json"
+    if len(os.fsencode(name)) > NAME_MAX:
+        digest = hashlib.sha256(os.fsencode(rel.name)).hexdigest()[:16]
+        name = f"{os.fsencode(rel.name)[:200].decode(errors='ignore')}~{digest}.json"
+    return output_dir / SOURCES_DIR / rel.parent / name
+
+
+def read_source_record(path: Path) -> dict | None:
+    """A source record (see `write_source_record`), or None if there is no readable one."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def write_source_record(path: Path, rel: str, stamp: dict) -> None:
+    """Record (after the vector is in place) which input, at which size and mtime, it came from."""
+    with atomic_path(path, durable=False) as tmp:
+        tmp.write_text(json.dumps({"source": rel, **stamp}) + "\n")
