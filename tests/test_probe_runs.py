@@ -16,7 +16,8 @@ from tunemir.cli import main
 from tunemir.probe.data import ProbeDataError, ProbeDirs, load_probe_data
 from tunemir.probe.metrics import evaluate
 from tunemir.probe.runs import GridError, load_result, select_best, train_pending, write_grid
-from tunemir.probe.tasks import BUILTIN_TASKS, Task, TaskError
+from tunemir.probe.config import ProbeConfig, grid_configs
+from tunemir.probe.tasks import BUILTIN_TASKS, Task, TaskError, load_task
 from tunemir.probe.train import ProbeResult, probe_logits
 from tunemir.testing import write_probe_dataset
 
@@ -113,6 +114,7 @@ def test_custom_task_json(tmp_path):
         load_probe_data("moods", "rep", dirs)
 
 
+@pytest.mark.slow
 def test_result_folders_hold_no_pickles_and_reproduce_their_metrics(tmp_path):
     dirs = _dataset(tmp_path, "emomusic")
     configs = write_grid("emomusic", "rep", dirs, "smoke")
@@ -135,6 +137,7 @@ def test_result_folders_hold_no_pickles_and_reproduce_their_metrics(tmp_path):
         assert train_info["steps"] % 8 == 0 and train_info["steps"] >= 8 * 33
 
 
+@pytest.mark.slow
 def test_second_run_does_nothing_and_evaluate_picks_the_best(tmp_path):
     dirs = _dataset(tmp_path)
     write_grid("gtzan_ff", "rep", dirs, "smoke")
@@ -148,10 +151,22 @@ def test_second_run_does_nothing_and_evaluate_picks_the_best(tmp_path):
     tied = sorted((v["loss"], uid) for uid, v in valid.items() if v["accuracy"] == top)
     assert best["uid"] == tied[0][1]  # ties: lower valid loss, then uid
     assert best["metrics"] == json.loads((folder / best["uid"] / "test_metrics.json").read_text())
-    with pytest.raises(GridError, match="8 trained configs, expected 216"):
+    with pytest.raises(GridError, match="8 trained configs, expected 216") as err:
         select_best("gtzan_ff", "rep", dirs, expected_num_runs=216)
+    # It says what the folder holds and what helps; retraining (all 8 are done) would not.
+    message = str(err.value)
+    assert "holds the smoke grid (8 configs), all trained" in message
+    assert "--expected-num-runs 8" in message and "--grid paper --probes-dir" in message
+    assert "probe train" not in message
+    # A grid folder holds one grid: the paper grid is not written beside the smoke grid.
+    with pytest.raises(GridError, match=r"already holds the smoke grid \(8 configs\), 8 of them trained.*--probes-dir"):
+        write_grid("gtzan_ff", "rep", dirs, "paper")
+    smoke = sorted(c.uid() for c in grid_configs("gtzan_ff", "rep", "smoke"))
+    assert sorted(p.stem for p in folder.glob("*.json")) == smoke  # nothing of the paper grid was written
+    assert len(write_grid("gtzan_ff", "rep", dirs, "smoke")) == 8  # the same grid again is fine
 
 
+@pytest.mark.slow
 def test_killed_grid_resumes_without_redoing_finished_configs(tmp_path):
     dirs = _dataset(tmp_path, "magnatagatune")
     env = {**os.environ, "TUNEMIR_CACHE_DIR": str(tmp_path)}
@@ -179,6 +194,7 @@ def test_killed_grid_resumes_without_redoing_finished_configs(tmp_path):
     assert "nothing to do" in result.output
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_with_report(tmp_path):
     env = {"TUNEMIR_CACHE_DIR": str(tmp_path)}
     runner = CliRunner()
@@ -202,6 +218,7 @@ def test_cli_end_to_end_with_report(tmp_path):
     assert result.exit_code != 0 and "tunemir probe grid emomusic rep" in result.output
 
 
+@pytest.mark.slow
 def test_report_puts_paper_numbers_beside_ours(tmp_path):
     dirs = _dataset(tmp_path)
     write_probe_dataset(tmp_path, "gtzan_ff", "tune", BUILTIN_TASKS["gtzan_ff"], SIZES, dim=8)
@@ -215,6 +232,7 @@ def test_report_puts_paper_numbers_beside_ours(tmp_path):
     assert lines[0] == "| representation | GTZAN acc |"  # only the paper's columns that have results
 
 
+@pytest.mark.slow
 def test_leftover_temporary_folders_are_ignored_and_cleaned(tmp_path):
     import shutil
 
@@ -227,10 +245,14 @@ def test_leftover_temporary_folders_are_ignored_and_cleaned(tmp_path):
     shutil.copytree(folder / configs[0].uid(), leftover)
     assert select_best("gtzan_ff", "rep", dirs, expected_num_runs=8)["num_runs"] == 8
     shutil.rmtree(folder / configs[1].uid())
+    with pytest.raises(GridError, match="7 trained configs, expected 8.*1 still untrained; finish the grid with: "
+                                        "tunemir probe train gtzan_ff rep"):
+        select_best("gtzan_ff", "rep", dirs, expected_num_runs=8)
     summary = train_pending("gtzan_ff", "rep", dirs, device="cpu", progress=False)
     assert summary.trained == [configs[1].uid()] and not leftover.exists()
 
 
+@pytest.mark.slow
 def test_report_rows_follow_the_extracted_model_and_filters(tmp_path):
     """Self-trained weights extracted under another name sit beside the paper row of their model;
     --dataset/--representation narrow the report."""
@@ -253,3 +275,51 @@ def test_report_rows_follow_the_extracted_model_and_filters(tmp_path):
     assert "mine" not in paths["markdown"].read_text()
     with pytest.raises(GridError, match="no trained probes .* for emomusic"):
         build_report(dirs, tmp_path / "none", datasets=("emomusic",))
+
+
+@pytest.mark.slow
+def test_a_diverging_multilabel_config_fails_alone(tmp_path):
+    """A learning rate that overflows the weights gives NaN logits on MTT: that config is
+    recorded as failed and the rest of the grid trains (a NaN logit used to stop the grid)."""
+    dirs = _dataset(tmp_path, "magnatagatune")
+    folder = dirs.runs("magnatagatune", "rep")
+    folder.mkdir(parents=True)
+    configs = [ProbeConfig(dataset="magnatagatune", representation="rep", learning_rate=lr, hidden_layer_sizes=[8],
+                           early_stopping_boredom=4) for lr in (1e-2, 3e-3, 1e38)]
+    for config in configs:
+        (folder / f"{config.uid()}.json").write_text(config.to_json())
+    summary = train_pending("magnatagatune", "rep", dirs, device="cpu", progress=False)
+    diverged = configs[2].uid()
+    assert sorted(summary.trained) == sorted(c.uid() for c in configs[:2])
+    assert list(summary.failed) == [diverged]
+    assert "NaN valid auc_roc" in summary.failed[diverged] and "diverged" in summary.failed[diverged]
+    assert not (folder / diverged).exists() and (folder / f"{diverged}.json").exists()
+    assert select_best("magnatagatune", "rep", dirs)["num_runs"] == 2
+
+
+def test_a_constant_regression_target_is_refused_before_training(tmp_path):
+    dirs = _dataset(tmp_path, "emomusic")
+    meta = _meta(dirs, "emomusic")
+    for entry in meta.values():
+        if entry["split"] == "valid":
+            entry["y"][1] = 0.25
+    _write_meta(dirs, meta, "emomusic")
+    with pytest.raises(ProbeDataError, match=r"valid split the regression target 'valence' \(= 0.25\) is the same "
+                                             r"for all 80 clips, so its R2 is undefined"):
+        load_probe_data("emomusic", "rep", dirs)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"output_type": "multiclass", "labels": "abc"}, "labels must be a list of strings"),
+    ({"output_type": "multiclass", "labels": ["a", "b", "a"]}, "labels repeat 'a'"),
+    ({"output_type": "multiclass", "labels": ["a", "b"], "num_outputs": "2"}, "num_outputs must be a whole number"),
+    ({"labels": ["a", "b"]}, "output_type is missing"),
+    (["multiclass"], "holds a JSON list"),
+])
+def test_task_json_fields_are_checked_for_their_type(tmp_path, spec, message):
+    """A string where the labels list belongs used to become one label per character."""
+    dataset_dir = tmp_path / "mine"
+    dataset_dir.mkdir()
+    (dataset_dir / "task.json").write_text(json.dumps(spec))
+    with pytest.raises(TaskError, match=message):
+        load_task("mine", dataset_dir)

@@ -11,9 +11,9 @@ from tunemir.probe.data import ProbeDirs, load_probe_data
 from tunemir.probe.metrics import evaluate
 from tunemir.probe.serial import train_serial
 from tunemir.probe.tasks import BUILTIN_TASKS
-from tunemir.probe.train import (adam_step, initial_weights, probe_logits, sample_batches, stacked_adam_step,
-                                 train_grid)
-from tunemir.testing import write_probe_dataset
+from tunemir.probe.train import (adam_step, fused_adam_works, initial_weights, probe_logits, sample_batches,
+                                 stacked_adam_step, train_grid)
+from tunemir.testing import synthetic_probe_data, write_probe_dataset
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,7 @@ def _state_close(a, b, atol):
     return all(torch.allclose(a[k], b[k], atol=atol, rtol=0) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adam", ["fused", "stacked"])
 def test_without_randomness_the_grid_reproduces_the_serial_loop_exactly(gtzan, adam, monkeypatch):
     """Full-batch steps and no dropout remove every random stream: the vectorised trainer must
@@ -115,6 +116,7 @@ def test_early_stopping_and_epoch_cap_follow_jukemirs_loop(gtzan):
     assert (capped.stop_reason, capped.steps, capped.evals) == ("max_num_epochs", 13, 0)
 
 
+@pytest.mark.slow
 def test_grid_and_serial_loop_select_the_same_quality(gtzan):
     """With random streams, the vectorised grid and jukemir's loop pick probes of equal test quality."""
     configs = grid_configs("gtzan_ff", "rep", {"hidden_layer_sizes": [[], [32]], "learning_rate": [1e-3, 1e-2],
@@ -149,3 +151,41 @@ def test_grid_on_cuda_matches_the_cpu_grid_in_quality(gtzan):
 
     cpu, cuda = accuracies("cpu"), accuracies("cuda")
     assert abs(np.mean(cpu) - np.mean(cuda)) < 0.03
+
+
+def _raising_fused_adam(*args, **kwargs):
+    raise RuntimeError("_fused_adam_ is not implemented for this device")
+
+
+@pytest.mark.parametrize("damage", ["missing", "raises"])
+def test_fused_adam_falls_back_to_the_stacked_update(monkeypatch, damage):
+    """torch._fused_adam_ is private: where a torch build lacks it or it fails, the stacked
+    update (public tensor ops only) is chosen automatically, before any training step."""
+    assert fused_adam_works("cpu")  # this torch has the op: the fast CPU path is in use
+    if damage == "missing":
+        monkeypatch.delattr(torch, "_fused_adam_")
+    else:
+        monkeypatch.setattr(torch, "_fused_adam_", _raising_fused_adam)
+    assert not fused_adam_works("cpu")
+    data = synthetic_probe_data(BUILTIN_TASKS["gtzan_ff"], {"train": 40, "valid": 20, "test": 20}, dim=6)
+    config = ProbeConfig(dataset="gtzan_ff", representation="rep", early_stopping=False, max_num_epochs=1)
+    (result,) = train_grid(data, [config])
+    assert result.stop_reason == "max_num_epochs" and result.error is None
+
+
+def test_fused_and_fallback_adam_train_the_same_parameters(monkeypatch):
+    """The same grid trained with the fused kernel and with the forced fallback: the random
+    streams are shared (Adam draws none), so after the same steps the weights must agree."""
+    data = synthetic_probe_data(BUILTIN_TASKS["magnatagatune"], {"train": 60, "valid": 30, "test": 30}, dim=10)
+    configs = [ProbeConfig(dataset="magnatagatune", representation="rep", early_stopping=False, max_num_epochs=5,
+                           batch_size=16, learning_rate=lr, l2_weight_decay=wd, hidden_layer_sizes=hidden)
+               for lr, wd, hidden in [(1e-3, None, []), (1e-2, 1e-3, []), (3e-3, 1e-4, [12]), (1e-2, None, [12])]]
+    fused = {r.config.uid(): r for r in train_grid(data, configs)}
+    monkeypatch.delattr(torch, "_fused_adam_")
+    fallback = {r.config.uid(): r for r in train_grid(data, configs)}
+    for uid, ref in fused.items():
+        got = fallback[uid]
+        assert got.steps == ref.steps == 19  # the first step past 5 epochs: 19 * 16 / 60 > 5
+        start = initial_weights(0, (10, *ref.config.hidden, 50))
+        assert not torch.allclose(ref.state["output.weight"], start[-2], atol=1e-3)  # they did train
+        assert _state_close(got.state, ref.state, 1e-5)

@@ -117,10 +117,14 @@ def macro_auc(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     counting one half (which equals sklearn's trapezoidal area). Each (probe, tag) row is
     sorted once with its label packed into the sort key, negatives first among equal scores,
     so the count is a dot product plus a correction for rows with ties. A tag with one class
-    only gives NaN, as sklearn does.
+    only gives NaN, as sklearn does; so does a probe with a NaN score (a diverged probe, which
+    then fails alone as one with a NaN valid score does).
     """
     m, n, c = scores.shape
     rows = scores.permute(0, 2, 1).reshape(m * c, n)
+    nan_rows = torch.isnan(rows).any(1)
+    if bool(nan_rows.any()):
+        rows = torch.nan_to_num(rows, nan=0.0)
     labels = targets.T.to(torch.int32).repeat(m, 1)
     keys = _sort_rows(_probability_bits(rows) * 2 + labels)  # int32: scores in [0, 1] need 30 bits
     exact = torch.float32 if n * n < 2 ** 24 else torch.float64  # sums of positions stay exact
@@ -135,7 +139,7 @@ def macro_auc(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if len(tied_rows):
         below[tied_rows] -= _tied_pairs(value[tied_rows], label[tied_rows].to(torch.float64)) / 2
     auc = below / (num_pos * num_neg)
-    auc = torch.where((num_pos > 0) & (num_neg > 0), auc, torch.nan)
+    auc = torch.where((num_pos > 0) & (num_neg > 0) & ~nan_rows, auc, torch.nan)
     return auc.view(m, c).mean(1)
 
 
@@ -168,10 +172,13 @@ def macro_ap(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Macro average precision per probe, as sklearn's `average_precision_score(average="macro")`.
 
     Sum over distinct thresholds (high to low) of recall gained times precision there; tied
-    scores form one threshold. A tag with no positives scores 0, as sklearn does.
+    scores form one threshold. A tag with no positives scores 0, as sklearn does; a probe
+    with a NaN score gives NaN.
     """
     m, n, c = scores.shape
     rows, pos = _columns(scores, targets)
+    nan_rows = torch.isnan(rows).any(1)
+    rows = torch.nan_to_num(rows, nan=0.0)
     order = rows.argsort(1, descending=True)
     pos = pos.gather(1, order)
     neg_desc = -rows.gather(1, order)  # ascending, for searchsorted
@@ -184,7 +191,7 @@ def macro_ap(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     gained = (true_pos - before_group) / num_pos.clamp(min=1)
     precision = true_pos / after.to(torch.float64)
     ap = torch.where(is_last, gained * precision, 0.0).sum(1)
-    return ap.view(m, c).mean(1)
+    return torch.where(nan_rows, torch.nan, ap).view(m, c).mean(1)
 
 
 def r2_per_output(pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from pathlib import Path
 
 import click
 
+from tunemir.fileio import atomic_path
 from tunemir.probe.config import GRIDS
 from tunemir.probe.data import ProbeDataError, ProbeDirs
-from tunemir.probe.runs import GridError, select_best, train_pending, write_grid
+from tunemir.probe.runs import GridError, check_name, select_best, train_pending, write_grid
 from tunemir.probe.tasks import TaskError
 
 _DIR = click.Path(file_okay=False, path_type=Path)
@@ -29,7 +31,34 @@ def _dirs_options(command):
             return command(*args, dirs=dirs, **kwargs)
         except (ProbeDataError, TaskError, GridError, ValueError) as err:
             raise click.ClickException(str(err)) from None
+        except OSError as err:  # an unwritable probes folder, a full disk
+            raise click.ClickException(f"{err.filename or 'a probe file'}: {err.strerror or err}; check that "
+                                       "the folder exists and is writable, or choose another one") from None
     return wrapper
+
+
+def _name(ctx, param, value: str) -> str:
+    """DATASET and REPRESENTATION name folders: one plain path component each."""
+    try:
+        check_name(param.name, value)
+    except GridError as err:
+        raise click.BadParameter(str(err)) from None
+    return value
+
+
+def _device(ctx, param, value: str) -> str:
+    """auto, cpu, cuda or cuda:N; CUDA only where a GPU is visible."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise click.BadParameter(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N (e.g. cuda:0)")
+    if value.startswith("cuda"):
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(value.partition(":")[2] or 0)
+        if index >= count:
+            seen = f"only {count} CUDA GPU(s) are visible" if count else "no CUDA GPU is visible"
+            raise click.BadParameter(f"{value} was asked for but {seen}; use --device cpu (or auto)")
+    return value
 
 
 @click.group()
@@ -38,8 +67,8 @@ def probe() -> None:
 
 
 @probe.command()
-@click.argument("dataset")
-@click.argument("representation")
+@click.argument("dataset", callback=_name)
+@click.argument("representation", callback=_name)
 @click.option("--grid", type=click.Choice(sorted(GRIDS)), default="paper", show_default=True,
               help="paper: jukemir's 216 configs; smoke: 8 quick configs for CI and the demo.")
 @_dirs_options
@@ -50,9 +79,9 @@ def grid(dataset: str, representation: str, grid: str, dirs: ProbeDirs) -> None:
 
 
 @probe.command()
-@click.argument("dataset")
-@click.argument("representation")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.argument("dataset", callback=_name)
+@click.argument("representation", callback=_name)
+@click.option("--device", default="auto", show_default=True, callback=_device, help="auto, cpu, cuda or cuda:N.")
 @_dirs_options
 def train(dataset: str, representation: str, device: str, dirs: ProbeDirs) -> None:
     """Train every pending config of the grid together; finished configs are skipped."""
@@ -69,22 +98,29 @@ def train(dataset: str, representation: str, device: str, dirs: ProbeDirs) -> No
 
 
 @probe.command()
-@click.argument("dataset")
-@click.argument("representation")
+@click.argument("dataset", callback=_name)
+@click.argument("representation", callback=_name)
 @click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
 @click.option("--expected-num-runs", type=click.IntRange(min=1), help="Fail unless exactly this many configs are trained.")
+@click.option("--grid", type=click.Choice(sorted(GRIDS)), help="Fail unless exactly this grid's configs are trained.")
 @click.option("--metric", default="primary", show_default=True, help="Valid metric that picks the config.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON here.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the JSON here (missing folders are created).")
 @_dirs_options
-def evaluate(dataset: str, representation: str, split: str, expected_num_runs: int | None, metric: str,
-             output: Path | None, dirs: ProbeDirs) -> None:
+def evaluate(dataset: str, representation: str, split: str, expected_num_runs: int | None, grid: str | None,
+             metric: str, output: Path | None, dirs: ProbeDirs) -> None:
     """Pick the config best on valid and print its metrics on SPLIT as JSON."""
     best = select_best(dataset, representation, dirs, split=split, expected_num_runs=expected_num_runs,
-                       metric=metric)
+                       metric=metric, grid=grid)
     best.pop("valid_scores")
     text = json.dumps(best, indent=2, sort_keys=True)
     if output:
-        output.write_text(text + "\n")
+        try:
+            with atomic_path(output) as tmp:  # missing parent folders are created
+                tmp.write_text(text + "\n")
+        except OSError as err:
+            raise click.BadParameter(f"cannot write {output} ({err.strerror}: {err.filename}); choose a path in a "
+                                     "writable folder", param_hint="--output") from None
     click.echo(text)
 
 

@@ -79,27 +79,14 @@ def load_probe_data(dataset: str, representation: str, dirs: ProbeDirs) -> Probe
     All problems of one kind are collected and raised together as one `ProbeDataError`.
     """
     meta_path = dirs.dataset(dataset) / "meta.json"
-    if not meta_path.is_file():
-        raise ProbeDataError(f"{dataset}: {meta_path} does not exist. Put the dataset's meta.json there "
-                             f"(jukemir's format, e.g. its metadata/{dataset}.json.gz decompressed) "
-                             "or pass --datasets-dir.")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ProbeDataError(f"{dataset}: {meta_path} is not valid JSON ({err}); re-process the dataset.") from None
+    meta = read_meta(dataset, meta_path)
     task = load_task(dataset, dirs.dataset(dataset))
     audio = task.audio_from or dataset
     feature_dir = dirs.features(audio, representation)
     fix_features = (f"extract them into {feature_dir} (tunemir extract MODEL {dirs.dataset(audio) / 'wav'} "
                     f"{feature_dir}) or pass --representations-dir")
-    split_uids: dict[str, list[str]] = {s: [] for s in SPLITS}
-    for uid, entry in meta.items():
-        if isinstance(entry, dict) and entry.get("split") in split_uids:
-            split_uids[entry["split"]].append(uid)
-    for name, uids in split_uids.items():
-        if not uids:
-            raise ProbeDataError(f"{dataset}: the {name} split of {meta_path} is empty; every probe needs "
-                                 "train, valid and test examples. Check the meta.json splits.")
+    split_uids = _split_uids(dataset, meta_path, meta)
+    _check_feature_dir(dataset, representation, dirs, feature_dir, fix_features)
     missing = [uid for uids in split_uids.values() for uid in uids if not (feature_dir / f"{uid}.npy").is_file()]
     if missing:
         raise ProbeDataError(f"{dataset}/{representation}: {len(missing)} uid(s) in meta.json have no features, "
@@ -125,7 +112,81 @@ def load_probe_data(dataset: str, representation: str, dirs: ProbeDirs) -> Probe
                              f"re-extract {feature_dir} with one model and layer.")
     if task.output_type == "multilabel":
         _check_tags(dataset, task, splits)
+    if task.output_type == "regression":
+        _check_targets_vary(dataset, task, splits)
     return ProbeData(dataset, representation, task, splits)
+
+
+def read_meta(dataset: str, meta_path: Path) -> dict:
+    """meta.json as `{uid: {"split": ..., "y": ...}}`, refusing any other shape with the fix."""
+    if not meta_path.exists():
+        raise ProbeDataError(f"{dataset}: {meta_path} does not exist. Put the dataset's meta.json there "
+                             f"(jukemir's format, e.g. its metadata/{dataset}.json.gz decompressed) "
+                             "or pass --datasets-dir.")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except IsADirectoryError:
+        raise ProbeDataError(f"{dataset}: {meta_path} is a folder; it must be the dataset's meta.json file. "
+                             "Check --datasets-dir.") from None
+    except OSError as err:
+        raise ProbeDataError(f"{dataset}: cannot read {meta_path} ({err.strerror}); fix its permissions "
+                             "or pass --datasets-dir.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ProbeDataError(f"{dataset}: {meta_path} is not valid JSON ({err}); re-process the dataset.") from None
+    if not isinstance(meta, dict):
+        raise ProbeDataError(f"{dataset}: {meta_path} holds a JSON {type(meta).__name__}; it must be an object "
+                             '{uid: {"split": "train"|"valid"|"test"|null, "y": label}} (jukemir\'s meta.json). '
+                             "Re-process the dataset or fix the file.")
+    bad = [uid for uid, entry in meta.items() if not isinstance(entry, dict) or "split" not in entry]
+    if bad:
+        raise ProbeDataError(f"{dataset}: {len(bad)} entr(y/ies) of {meta_path} are not objects with a \"split\" "
+                             f"key, e.g. uid {bad[0]}: {meta[bad[0]]!r}; each uid maps to "
+                             '{"split": "train"|"valid"|"test"|null, "y": label}. Fix meta.json.')
+    return meta
+
+
+def _split_uids(dataset: str, meta_path: Path, meta: dict) -> dict[str, list[str]]:
+    # jukemir ignores splits other than train/valid/test, so "Train" or "validation" would drop
+    # their clips without a word; only null (no split, as MTT's clips without audio) is skipped.
+    split_uids: dict[str, list[str]] = {s: [] for s in SPLITS}
+    unknown: dict[str, list[str]] = {}
+    no_label = []
+    for uid, entry in meta.items():
+        split = entry["split"]
+        if split is None:
+            continue
+        if split not in split_uids:
+            unknown.setdefault(repr(split), []).append(uid)
+            continue
+        if "y" not in entry:
+            no_label.append(uid)
+        split_uids[split].append(uid)
+    if unknown:
+        found = "; ".join(f"{name}: {len(uids)} uid(s), e.g. {uids[0]}" for name, uids in sorted(unknown.items()))
+        raise ProbeDataError(f"{dataset}: {meta_path} has split names that are not train, valid, test or null "
+                             f"({found}). Rename them (lower case, \"valid\" not \"validation\") or set "
+                             "\"split\": null to leave clips out.")
+    if no_label:
+        raise ProbeDataError(f"{dataset}: {len(no_label)} entr(y/ies) of {meta_path} in a split have no \"y\" "
+                             f"label, e.g. uid {no_label[0]}. Add the labels, or set \"split\": null to leave "
+                             "those clips out.")
+    for name, uids in split_uids.items():
+        if not uids:
+            raise ProbeDataError(f"{dataset}: the {name} split of {meta_path} is empty; every probe needs "
+                                 "train, valid and test examples. Check the meta.json splits.")
+    return split_uids
+
+
+def _check_feature_dir(dataset, representation, dirs: ProbeDirs, feature_dir: Path, fix: str) -> None:
+    """A missing or empty features folder is one mistake (a typo, extraction not run), not N missing uids."""
+    if feature_dir.is_dir() and any(feature_dir.glob("*.npy")):
+        return
+    parent = feature_dir.parent
+    others = sorted(p.name for p in parent.iterdir()
+                    if p.is_dir() and not p.name.startswith(".") and p != feature_dir) if parent.is_dir() else []
+    found = f" (representations there: {', '.join(others)})" if others else ""
+    state = "holds no .npy features" if feature_dir.is_dir() else "does not exist"
+    raise ProbeDataError(f"{dataset}/{representation}: the features folder {feature_dir} {state}{found}; {fix}.")
 
 
 def _read_features(dataset, representation, folder: Path, uids: list[str]) -> np.ndarray:
@@ -168,6 +229,21 @@ def _check_tags(dataset: str, task: Task, splits: dict[str, Split]) -> None:
             raise ProbeDataError(f"{dataset}: in the {name} split, tag(s) {', '.join(map(repr, single[:5]))} are "
                                  "never (or always) present, so their ROC-AUC is undefined. Drop those tags from "
                                  "the task's labels or rebalance the split.")
+
+
+def _check_targets_vary(dataset: str, task: Task, splits: dict[str, Split]) -> None:
+    # R2 divides by the target's variance: with a constant target it is undefined (scikit-learn
+    # forces 0 or 1), so early stopping would never see an improvement and every probe would
+    # keep its first weights. Refuse before training.
+    for name in ("valid", "test"):
+        targets = splits[name].targets
+        constant = np.flatnonzero(np.ptp(targets, axis=0) == 0)
+        if len(constant):
+            labels = task.labels or tuple(f"output {i}" for i in range(task.num_outputs))
+            which = ", ".join(f"{labels[i]!r} (= {float(targets[0, i]):g})" for i in constant)
+            raise ProbeDataError(f"{dataset}: in the {name} split the regression target {which} is the same for "
+                                 f"all {len(targets)} clips, so its R2 is undefined and no probe could be selected "
+                                 "or scored. Check the labels in meta.json or rebalance the split.")
 
 
 def _examples(uids: list[str], folder: Path) -> str:

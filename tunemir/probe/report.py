@@ -73,9 +73,11 @@ def build_report(dirs: ProbeDirs, output_dir: Path, datasets: tuple[str, ...] = 
     (for the named datasets / representations, default all); returns their paths."""
     results = collect(dirs, datasets, representations)
     if not results:
-        raise GridError(f"no trained probes under {dirs.probes}"
-                        f"{' for ' + ', '.join(datasets + representations) if datasets or representations else ''}; "
-                        f"train some with: tunemir probe train DATASET REP")
+        asked = ", ".join(datasets + representations)
+        trained = sorted({f"{r['dataset']}/{r['representation']}" for r in collect(dirs)}) if asked else []
+        raise GridError(f"no trained probes under {dirs.probes}" + (f" for {asked}" if asked else "")
+                        + (f" (trained: {', '.join(trained)}; check --dataset/--representation)" if trained else "")
+                        + "; train some with: tunemir probe train DATASET REP")
     probed = {r["dataset"] for r in results}
     columns = [c for c in COLUMNS if c[0] in probed]  # the paper's columns that have results
     for r in results:  # datasets beyond the paper's four get their primary metric as a column

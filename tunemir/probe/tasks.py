@@ -91,6 +91,39 @@ class Task:
         return values.astype(np.float32)
 
 
+def _parse_task(dataset: str, spec) -> Task:
+    """A task.json's object as a Task; every field checked for its type (a string where a list
+    belongs must not become a list of its characters)."""
+    if not isinstance(spec, dict):
+        raise TaskError(f"it holds a JSON {type(spec).__name__}, not an object like "
+                        '{"output_type": "multiclass", "labels": ["a", "b"], "num_outputs": 2}')
+    unknown = set(spec) - {"output_type", "labels", "num_outputs", "key_score", "audio_from"}
+    if unknown:
+        raise TaskError(f"unknown field(s) {', '.join(sorted(unknown))}; the fields are output_type, labels, "
+                        "num_outputs, key_score, audio_from")
+    if "output_type" not in spec:
+        raise TaskError(f"output_type is missing; set it to one of {', '.join(OUTPUT_TYPES)}")
+    labels = spec.get("labels")
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+        raise TaskError(f"labels must be a list of strings (or null for a regression task), got {labels!r}")
+    if labels is not None and len(set(labels)) != len(labels):
+        repeated = sorted({x for x in labels if labels.count(x) > 1})
+        raise TaskError(f"labels repeat {', '.join(map(repr, repeated))}; each label must appear once")
+    num_outputs = spec.get("num_outputs", len(labels) if labels else None)
+    if num_outputs is None:
+        raise TaskError("num_outputs is required when labels is null")
+    if not isinstance(num_outputs, int) or isinstance(num_outputs, bool):
+        raise TaskError(f"num_outputs must be a whole number, got {num_outputs!r}")
+    key_score = spec.get("key_score", False)
+    if not isinstance(key_score, bool):
+        raise TaskError(f"key_score must be true or false, got {key_score!r}")
+    audio_from = spec.get("audio_from")
+    if audio_from is not None and not (isinstance(audio_from, str) and audio_from):
+        raise TaskError(f"audio_from must be the name of another dataset, got {audio_from!r}")
+    return Task(dataset, spec["output_type"], num_outputs, tuple(labels) if labels is not None else None,
+                key_score, audio_from)
+
+
 def _is_numeric(y) -> bool:
     items = y if isinstance(y, list) else [y]
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items)
@@ -111,21 +144,12 @@ def load_task(dataset: str, dataset_dir: Path | None = None) -> Task:
     "num_outputs": N, "key_score": false, "audio_from": "other_dataset"}` (the last two optional).
     """
     path = Path(dataset_dir) / TASK_FILE if dataset_dir is not None else None
-    if path is not None and path.is_file():
+    if path is not None and path.exists():
         try:
-            spec = json.loads(path.read_text())
-            unknown = set(spec) - {"output_type", "labels", "num_outputs", "key_score", "audio_from"}
-            if unknown:
-                raise TaskError(f"unknown field(s) {', '.join(sorted(unknown))}")
-            labels = spec.get("labels")
-            num_outputs = spec.get("num_outputs", len(labels) if labels else None)
-            if num_outputs is None:
-                raise TaskError("num_outputs is required when labels is null")
-            return Task(dataset, spec.get("output_type"), int(num_outputs),
-                        tuple(labels) if labels is not None else None, bool(spec.get("key_score", False)),
-                        spec.get("audio_from"))
-        except (json.JSONDecodeError, TypeError, TaskError) as err:
-            raise TaskError(f"{path}: {err}. Fix the file; its format is described in the README "
+            return _parse_task(dataset, json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TaskError) as err:
+            reason = f"cannot be read ({err.strerror or err})" if isinstance(err, OSError) else str(err)
+            raise TaskError(f"{path}: {reason}. Fix the file; its format is described in the README "
                             "(section 'Probing your own dataset').") from None
     if dataset in BUILTIN_TASKS:
         return BUILTIN_TASKS[dataset]

@@ -37,6 +37,8 @@ BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, as jukemir uses
 EPS = 1e-8
 #: Where per-(lr, L2) fused Adam calls beat one stacked update (measured on the CPU only).
 FUSED_ADAM_DEVICES = ("cpu",)
+#: The private kernel behind `torch.optim.Adam(fused=True)`; other torch builds may lack it.
+FUSED_ADAM_OP = "_fused_adam_"
 CHUNK_BYTES = 32 << 20  # configs per CPU training chunk: ~8 of the 512-unit MLPs on 512-d features
 
 
@@ -129,11 +131,48 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, step: int, buckets: dict[tup
     Adam's `weight_decay`, not AdamW); bias corrections use the shared `step`.
     """
     beta1, beta2 = BETAS
+    fused = getattr(torch, FUSED_ADAM_OP)
     steps = torch.tensor(float(step), device=params[0].device)
     for (lr, weight_decay), rows in buckets.items():
         views = [[t[r] for t in tensors for r in rows] for tensors in (params, grads, exp_avgs, exp_avg_sqs)]
-        torch._fused_adam_(*views, [], [steps] * len(views[0]), lr=lr, beta1=beta1, beta2=beta2,
-                           weight_decay=weight_decay, eps=EPS, amsgrad=False, maximize=False)
+        fused(*views, [], [steps] * len(views[0]), lr=lr, beta1=beta1, beta2=beta2,
+              weight_decay=weight_decay, eps=EPS, amsgrad=False, maximize=False)
+
+
+def fused_adam_works(device: torch.device | str) -> bool:
+    """Whether `adam_step` can run on `device`: the private op exists in this torch build and
+    agrees with `stacked_adam_step` on a tiny problem (it may be missing, refuse the device or
+    the dtype, or change its signature in another torch version). Otherwise the stacked
+    update, which uses only public tensor ops, trains instead."""
+    return _fused_adam_works(torch.device(device), getattr(torch, FUSED_ADAM_OP, None))
+
+
+@functools.lru_cache(maxsize=8)
+def _fused_adam_works(device: torch.device, op) -> bool:  # `op` is only part of the cache key
+    if op is None:
+        log.info("torch %s has no torch.%s; using the stacked Adam update", torch.__version__, FUSED_ADAM_OP)
+        return False
+    gen = torch.Generator().manual_seed(0)
+    start, grad = (torch.randn(2, 3, 2, generator=gen).to(device) for _ in range(2))
+    lr, weight_decay = (torch.tensor(v, device=device).view(2, 1, 1) for v in ([1e-2, 1e-3], [0.0, 1e-2]))
+    results = []
+    for fused in (True, False):
+        param, moments = start.clone(), [torch.zeros_like(start), torch.zeros_like(start)]
+        try:
+            for step in (1, 2):
+                if fused:
+                    adam_step([param], [grad.clone()], *([m] for m in moments), step,
+                              {(1e-2, 0.0): [0], (1e-3, 1e-2): [1]})
+                else:
+                    stacked_adam_step([param], [grad.clone()], *([m] for m in moments), step, lr, weight_decay)
+        except (RuntimeError, TypeError, NotImplementedError) as err:
+            log.info("torch.%s fails on %s (%s); using the stacked Adam update", FUSED_ADAM_OP, device, err)
+            return False
+        results.append(param)
+    if not torch.allclose(*results, rtol=1e-5, atol=1e-7):
+        log.info("torch.%s disagrees with the stacked Adam update on %s; using the stacked one", FUSED_ADAM_OP, device)
+        return False
+    return True
 
 
 def stacked_adam_step(params, grads, exp_avgs, exp_avg_sqs, step: int, lr: torch.Tensor,
@@ -168,6 +207,7 @@ class _Group:
         self.task = data.task
         self.device = device
         self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.fused_adam = device.type in FUSED_ADAM_DEVICES and fused_adam_works(device)
         self.dims = (data.dim, *first.hidden, data.task.num_outputs)
         self.num_train = len(data.splits["train"].uids)
         m = len(configs)
@@ -297,7 +337,7 @@ class _Group:
             loss = per_probe_loss(self.task.output_type, logits, targets).sum()
             grads = [g.contiguous() for g in torch.autograd.grad(loss, params)]
             with torch.no_grad():
-                if self.device.type not in FUSED_ADAM_DEVICES:
+                if not self.fused_adam:
                     stacked_adam_step([p[rows] for p in self.params], grads, [m[rows] for m in self.exp_avgs],
                                       [v[rows] for v in self.exp_avg_sqs], self.step + 1, self.lr[rows],
                                       self.weight_decay[rows])
@@ -308,9 +348,17 @@ class _Group:
     @torch.no_grad()
     def _evaluate(self) -> list[ProbeResult]:
         metrics: SplitMetrics = self.inputs["valid_metrics"]
-        score = self.sign * metrics(self.logits("valid"), {self.metric})[self.metric]
+        logits = self.logits("valid")
+        score = self.sign * metrics(logits, {self.metric})[self.metric]
         nan = torch.isnan(score)
-        done = self._finish(nan, restore=False, reason="nan", error=f"NaN valid {self.metric}") if nan.any() else []
+        done = []
+        if nan.any():
+            diverged = bool((~torch.isfinite(logits[nan])).any())
+            name = self.task.primary if self.metric == "primary" else self.metric
+            error = f"NaN valid {name} at step {self.step}" + (
+                " (its valid logits are not finite: the probe diverged; a smaller learning_rate avoids that)"
+                if diverged else "")
+            done = self._finish(nan, restore=False, reason="nan", error=error)
         if done:
             score = score[~nan]
         improved = score > self.best_score
