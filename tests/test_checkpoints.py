@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import copy
 import dataclasses
 import hashlib
 import io
@@ -33,7 +32,7 @@ from tunemir.cli import main as cli_main
 from tunemir.models import config_from_dict, convert_checkpoint, infer_model, load_model
 from tunemir.testing import TINY_CONFIGS, tiny_model, write_audio
 from tunemir.testing.legacy_pickles import (
-    HPARAMS_KINDS, LIGHTNING_VERSIONS, as_torch1_archive, lightning_names, save_lightning,
+    HPARAMS_KINDS, LIGHTNING_VERSIONS, adam_state, as_torch1_archive, lightning_names, save_lightning,
     write_clmr_release,
 )
 from tunemir.testing.legacy_pickles import lightning_checkpoint as lightning_layout
@@ -53,15 +52,6 @@ def encoder_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def rep_dim(name: str) -> int:
     return TINY_CONFIGS[name].channels[-1] if name == "clmr" else TINY_CONFIGS[name].out_channels
-
-
-def adam_state(model: nn.Module) -> dict:
-    """A real Adam state_dict (tensors for step, exp_avg, exp_avg_sq) after one step on a copy."""
-    params = list(copy.deepcopy(model).parameters())
-    optimizer = torch.optim.Adam(params, lr=3e-4)
-    sum(p.square().sum() for p in params).backward()
-    optimizer.step()
-    return optimizer.state_dict()
 
 
 def lightning_checkpoint(model: nn.Module, name: str, *, encoder_copy: dict | None = None) -> dict:

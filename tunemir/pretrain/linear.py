@@ -150,7 +150,7 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable], valid_batche
             x, y = x.to(device), y.to(device)
             loss = loss_fn(model(x), y)
             if not bool(torch.isfinite(loss)):
-                raise LinearEvalError(f"training stopped at epoch {epoch}: the loss is {float(loss)}; the "
+                raise LinearEvalError(f"training stopped at epoch {epoch}: the loss is {loss.item()}; the "
                                       f"learning rate ({optimizer.param_groups[0]['lr']:g}) is likely too large: "
                                       f"lower --learning-rate")
             optimizer.zero_grad()
