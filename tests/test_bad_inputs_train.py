@@ -150,9 +150,10 @@ CASES = [
              ("--augment.max_semitones", "greater than 0")),
     BadInput("augment-sample-rate", printed("--augment.sample_rate", "16000"), ("--augment.sample_rate", "22050")),
     BadInput("delay-volume-negative", printed("--augment.delay_volume", "-1"), ("--augment.delay_volume", "0 to 1")),
-    BadInput("max-semitones-no-ratio", train(*TINY, *LOCAL, "--audio_dir", "{tmp}/audio",
-                                             "--augment.max_semitones", "0.1"),
-             ("--augment.max_semitones", "at least 0.35"), setup=audio_folder),
+    BadInput("max-semitones-above-24", printed("--augment.max_semitones", "25"),
+             ("--augment.max_semitones", "at most 24")),
+    BadInput("max-semitones-below-a-cent", printed("--augment.max_semitones", "0.004"),
+             ("--augment.max_semitones", "at least 0.01", "whole cents")),
     # --- --encoder_config ---
     BadInput("encoder-config-not-json", printed("--encoder_config", "not json"),
              ("--encoder_config", "not json", "give an object")),

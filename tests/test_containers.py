@@ -161,10 +161,11 @@ def test_compose_file_matches_the_compose_spec():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def gpu_reserved(service: dict) -> bool:
+def gpu_reserved(service: dict, count: str = "all", env: dict[str, str] | None = None) -> bool:
+    """Whether `service` reserves `count` NVIDIA GPUs (with the environment `env`)."""
     devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
     return any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", [])
-               and str(interpolate(str(d.get("count", "all")))) == "all" for d in devices)
+               and str(interpolate(str(d.get("count", "all")), env)) == count for d in devices)
 
 
 def test_compose_builds_every_image_on_the_base_service():
@@ -198,7 +199,9 @@ def test_compose_services_are_wired_as_documented():
     assert not any("depends_on" in s for s in services.values())
 
     trainer = services["trainer"]
-    assert trainer["image"] == "tunemir/trainer" and gpu_reserved(trainer)
+    # One GPU by default, the one device configs/paper.yaml trains on; more when asked.
+    assert trainer["image"] == "tunemir/trainer" and gpu_reserved(trainer, "1")
+    assert gpu_reserved(trainer, "4", {"TUNEMIR_GPU_COUNT": "4"}) and trainer["shm_size"]
     assert "command" not in trainer  # the paper recipe unless arguments are given
     volumes = volume_targets(trainer)
     assert interpolate(volumes["/cache"]) == "~/.tunemir"

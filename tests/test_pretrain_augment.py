@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from tunemir.pretrain.augment import DELAYS_MS, AugmentConfig, CLMRAugment, delay, reverb, sinc_filter
+from tunemir.pretrain.augment import DELAYS_MS, AugmentConfig, CLMRAugment, delay, sinc_filter
+from tunemir.pretrain.sox_reverb import clmr_reverb
 
 SR = 22050
 CONFIG = AugmentConfig()
@@ -45,9 +46,9 @@ def test_rates_and_ranges(augment):
     assert p["noise_snr"].min() >= 1e-4 and p["noise_snr"].max() <= 0.01
     for key in ("reverberance", "damping", "room_size"):
         assert p[key].min() == 0 and p[key].max() == 99
-    ratios = [float(augment.ratios[i]) for i in p["pitch_index"].unique()]
-    assert min(ratios) >= 2 ** (-7 / 12) and max(ratios) <= 2 ** (7 / 12) and 1.0 not in ratios
-    assert len(ratios) == len(augment.ratios) >= 20
+    # 0.2.4: random.randint(-700, 700), every integer from -700 to 700 (tests/test_pitch.py checks uniformity).
+    assert p["pitch_cents"].dtype == torch.int64
+    assert p["pitch_cents"].min() == -700 and p["pitch_cents"].max() == 700
 
 
 def test_nothing_applied_is_identity_and_each_transform_alone(augment):
@@ -94,22 +95,43 @@ def _peak_hz(signal):
     return np.argmax(spectrum) * SR / len(signal)
 
 
-def test_pitch_shift_moves_a_tone_by_its_ratio(augment):
+def test_pitch_shift_moves_a_tone_by_its_cents(augment):
     t = torch.arange(59049) / SR
     x = (0.3 * torch.sin(2 * math.pi * 440 * t))[None].repeat(2, 1)
-    index = torch.tensor([0, len(augment.ratios) - 1])
-    out, _ = augment(x, torch.Generator(), _params(augment, 2, pitch=True, pitch_index=index))
+    cents = torch.tensor([-700, 700])
+    out, _ = augment(x, torch.Generator(), _params(augment, 2, pitch=True, pitch_cents=cents))
     assert out.shape == x.shape and torch.isfinite(out).all()
-    for row, i in enumerate(index.tolist()):
-        assert _peak_hz(out[row]) == pytest.approx(440 * float(augment.ratios[i]), rel=0.02)
+    for row, c in enumerate(cents.tolist()):
+        assert _peak_hz(out[row]) == pytest.approx(440 * 2 ** (c / 1200), rel=0.005)
 
 
-def test_reverb_adds_a_decaying_tail_that_grows_with_reverberance():
+def test_reverb_draws_are_0_2_4s(augment):
+    """0.2.4's Reverb: each of reverberance, damping and room size from torch.randint(0, 100),
+    every integer 0 to 99 equally likely (chi-square, 99 degrees of freedom, within 6 sd)."""
+    n = 100_000
+    p = augment.sample(n, "cpu", torch.Generator().manual_seed(5))
+    for key in ("reverberance", "damping", "room_size"):
+        counts = torch.bincount(p[key], minlength=100)
+        assert len(counts) == 100 and p[key].min() == 0
+        chi2 = ((counts - n / 100) ** 2 / (n / 100)).sum().item()
+        assert chi2 < 99 + 6 * math.sqrt(2 * 99), key
+    assert abs(p["apply_reverb"].float().mean().item() - 0.6) < 5 * math.sqrt(0.24 / n)
+
+
+def test_chain_reverb_is_sox_reverb_per_row_batched_or_per_clip(augment):
     gen = torch.Generator().manual_seed(4)
-    x = torch.zeros(2, 44100)
-    x[:, 1000:1100] = torch.randn(100, generator=gen)
-    out = reverb(x, torch.tensor([10, 99]), torch.tensor([50, 50]), torch.tensor([50, 50]), SR, gen)
-    assert out.shape == x.shape and torch.isfinite(out).all()
-    tail = out[:, 11025:].pow(2).sum(dim=1)  # energy 0.45 s after the burst
-    assert (tail > 0).all() and tail[1] > 5 * tail[0]
-    assert torch.allclose(out.abs().amax(dim=1), x.abs().amax(dim=1))
+    x = 0.1 * torch.randn(4, 8192, generator=gen)
+    params = _params(augment, 4, reverb=True, reverberance=torch.tensor([0, 99, 40, 70]),
+                     damping=torch.tensor([99, 0, 50, 20]), room_size=torch.tensor([0, 99, 60, 10]))
+    params["apply_reverb"][2] = False
+    out, _ = augment(x, gen, params)
+    assert torch.equal(out[2], x[2])
+    rows = [0, 1, 3]
+    expected = clmr_reverb(x[rows], *(params[k][rows] for k in ("reverberance", "damping", "room_size")), SR)
+    assert torch.allclose(out[rows], expected, atol=1e-6)
+    tail = out[:, 4096:].pow(2).sum(dim=1) - x[:, 4096:].pow(2).sum(dim=1)
+    assert tail[1] > tail[0] > 0  # reverberance 99 in a big room adds more than 0 in a small one
+    # --augment_on cpu runs the same chain on one clip at a time.
+    single = {k: v[1:2] for k, v in params.items()}
+    alone, _ = augment(x[1:2], gen, single)
+    assert torch.allclose(alone[0], out[1], atol=1e-6)

@@ -126,6 +126,98 @@ def test_linear_evaluation_end_to_end_matches_an_independent_recomputation(tmp_p
     assert f"roc_auc {100 * report['test']['roc_auc']:.2f}" in result.output
 
 
+def _valid_features(encoder: torch.nn.Module, layer: int, cache_root, seed: int = 42):
+    """(the encoder's layer-`layer` output on each valid clip's frozen crop, the valid cache),
+    recomputed from the cache with the training-code encoder."""
+    cache = AudioCache.open(next(cache_root.glob("toytags-valid-*")))
+    starts = fixed_crop_starts(cache.lengths, seed + 1)  # the valid split's crops: seed + 1
+    crops = []
+    for index, start in enumerate(starts):
+        audio = cache.clip(index)[start: start + FRAME_LENGTH]
+        crops.append(np.pad(audio, (0, FRAME_LENGTH - len(audio))))
+    with torch.no_grad():
+        features = encoder(torch.from_numpy(np.stack(crops))[:, None], layer=layer)
+        assert features.shape[1] == encoder.layer_dims[layer]
+        return features, cache
+
+
+@pytest.mark.parametrize("head_choice, layer", [("last", 0), ("best", 5)])
+def test_the_tested_head_is_the_epoch_it_claims(tmp_path, toy_dataset, head_choice, layer):
+    """An early-stopped run (patience 2), so the last head is not the best: --head last tests the
+    last epoch's weights (CLMR), --head best the best valid epoch's; the saved head's valid loss,
+    recomputed on the encoder's own layer-k output, is that epoch's. --layer 5 gives 32-d features."""
+    checkpoint = tmp_path / "encoder.safetensors"
+    save_tiny_checkpoint(checkpoint, "tune_plus")
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(main, [
+        "evaluate", "linear", "--checkpoint", str(checkpoint), "--dataset", "toytags", "--datasets-dir",
+        str(toy_dataset), "--audio-cache-dir", str(tmp_path / "cache"), "--output-dir", str(out),
+        "--patience", "2", "--learning-rate", "0.03", "--device", "cpu", "--head", head_choice, "--layer", str(layer)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "linear_evaluation.json").read_text())
+    history = [h["valid_loss"] for h in report["history"]]
+    assert report["epochs"] < 200 and history[-1] > min(history)  # early-stopped: best != last
+    expected = len(history) - 1 if head_choice == "last" else int(np.argmin(history))
+    assert (report["head"], report["settings"]["head"], report["tested_epoch"]) == (head_choice, head_choice, expected)
+    assert report["tested_valid_loss"] == history[expected]
+    encoder = tiny_model("tune_plus")
+    dim = encoder.layer_dims[layer]
+    assert (report["layer"], report["feature_dim"]) == (layer, dim) and dim == (16 if layer == 0 else 32)
+    weights = load_file(out / "head.safetensors")
+    assert weights["0.weight"].shape == (3, dim)
+    head = torch.nn.Linear(dim, 3)
+    head.load_state_dict({k.removeprefix("0."): v for k, v in weights.items()})
+    features, cache = _valid_features(encoder, layer, tmp_path / "cache")
+    meta = json.loads((toy_dataset / "toytags" / "meta.json").read_text())
+    truth = torch.tensor([[float(tag in meta[uid]["y"]) for tag in TOY.labels] for uid in cache.uids])
+    with torch.no_grad():
+        loss = float(torch.nn.functional.binary_cross_entropy_with_logits(head(features), truth))
+    assert loss == pytest.approx(history[expected], abs=1e-5)
+    assert all(abs(loss - v) > 1e-4 for i, v in enumerate(history) if i != expected and v != history[expected])
+
+
+def test_fit_keeps_the_last_or_the_best_epochs_weights():
+    """`fit` against a plain Adam loop over the same batches: the last head is the weights after
+    the last epoch, the best head those after the best valid epoch (valid labels are the
+    opposite of train's, so the valid loss rises and training stops after `patience` epochs)."""
+    from torch import nn
+
+    from tunemir.pretrain.linear import LinearEvalSettings, fit, tested_epoch
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(24, 4, generator=gen)
+    y = (x[:, :2] > 0).float()
+    valid_x, valid_y = x[:8] + 0.1, 1 - y[:8]
+
+    def batches(epoch):
+        order = torch.randperm(24, generator=torch.Generator().manual_seed(epoch))
+        return [(x[order[i: i + 6]], y[order[i: i + 6]]) for i in range(0, 24, 6)]
+
+    def reference(epochs: int) -> dict:
+        torch.manual_seed(1)
+        head = nn.Linear(4, 2)
+        optimizer = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=1e-6)
+        for epoch in range(epochs):
+            for bx, by in batches(epoch):
+                loss = nn.functional.binary_cross_entropy_with_logits(head(bx), by)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        return head.state_dict()
+
+    kept = {}
+    for choice in ("last", "best"):
+        torch.manual_seed(1)
+        head = nn.Linear(4, 2)
+        optimizer = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=1e-6)
+        history = fit(head, batches, lambda: [(valid_x, valid_y)], nn.BCEWithLogitsLoss(), optimizer, 0.1,
+                      LinearEvalSettings(max_epochs=50, patience=2, head=choice), torch.device("cpu"))
+        kept[choice] = tested_epoch(history, choice)
+        for key, value in reference(kept[choice] + 1).items():
+            torch.testing.assert_close(head.state_dict()[key], value, rtol=0, atol=0)
+    assert kept["best"] < kept["last"] == len(history) - 1
+
+
 def test_supervised_baseline_trains_end_to_end(tmp_path, toy_dataset):
     out = tmp_path / "supervised"
     result = CliRunner().invoke(main, [
@@ -150,6 +242,17 @@ def test_linear_evaluation_usage_errors(tmp_path, toy_dataset):
                                        "--dataset", "toytags", "--datasets-dir", str(toy_dataset),
                                        "--audio-cache-dir", str(tmp_path / "cache"), "--device", "cpu"])
     assert result.exit_code == 1 and "holds a 'clmr' encoder, but 'tune' was requested" in result.output
+    common = ["--dataset", "toytags", "--datasets-dir", str(toy_dataset), "--audio-cache-dir", str(tmp_path / "cache"),
+              "--device", "cpu", "--output-dir", str(tmp_path / "out")]
+    frozen = ["evaluate", "linear", "--checkpoint", str(checkpoint)]
+    result = CliRunner().invoke(main, [*frozen, "--layer", "11", *common])  # the tiny clmr has layers 0-10
+    assert result.exit_code == 2 and "--layer 11: layer 11 does not exist" in result.output
+    assert "choose 0 (final representation) to 10" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["evaluate", "linear", "--supervised", "--model", "clmr", "--layer", "2", *common])
+    assert result.exit_code == 2 and "--layer" in result.output and "leave it out with --supervised" in result.output
+    result = CliRunner().invoke(main, [*frozen, "--head", "first", *common])
+    assert result.exit_code == 2 and "'first' is not one of 'last', 'best'" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_fit_stops_on_a_non_finite_loss():

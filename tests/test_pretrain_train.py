@@ -1,11 +1,14 @@
 """Pretraining: configuration, audio cache, crop pairs, Lightning training, checkpoints, resume."""
 
 import json
+import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soxr
 import torch
+import yaml
 from click.testing import CliRunner
 
 from tunemir.audio import FRAME_LENGTH, SAMPLE_RATE
@@ -45,6 +48,7 @@ def test_config_defaults_are_the_paper_recipe():
     assert (c.model, c.dataset, c.split, c.batch_size, c.learning_rate, c.temperature, c.seed) == \
         ("tune_plus", "magnatagatune", "train", 48, 3e-4, 0.5, 42)
     assert (c.projection_dim, c.max_epochs, c.augment.p_pitch, c.augment.p_reverb) == (64, 10000, 0.6, 0.6)
+    assert (c.accelerator, c.devices, c.num_nodes, c.strategy, c.lr_scaling) == ("auto", "1", 1, "auto", "none")
 
 
 def test_config_yaml_then_command_line(tmp_path):
@@ -154,6 +158,9 @@ def test_a_few_cpu_steps_lower_the_loss(tmp_path, audio_dir):
     assert (folder / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((folder / "run.json").read_text())
     assert (report["clips"], report["clips_excluded_short"], report["global_step"]) == (10, 1, 24)
+    # One device (the default): batch and learning rate as configured, 2B - 2 negatives per view.
+    assert (report["world_size"], report["global_batch"], report["learning_rate"], report["negatives_per_view"]) == \
+        (1, 5, 3e-3, 8)
 
 
 def test_checkpoint_extracts_and_resumes_exactly(tmp_path, audio_dir):
@@ -228,14 +235,50 @@ def test_train_help_explains_the_recipe_and_multi_gpu():
         assert text in result.output
 
 
-def test_two_process_ddp_with_gathered_negatives(tmp_path, audio_dir):
+def test_paper_config_trains_on_one_device():
+    """configs/paper.yaml and the defaults: one device, TUNe's setup, not every visible GPU."""
+    paper = Path(__file__).parents[1] / "configs" / "paper.yaml"
+    result = CliRunner().invoke(main, ["train", "--config", str(paper), "--print-config"])
+    assert result.exit_code == 0, result.output
+    printed = yaml.safe_load(result.output)
+    assert (printed["devices"], printed["num_nodes"], printed["strategy"], printed["lr_scaling"]) == \
+        ("1", 1, "auto", "none")
+    assert load_config(overrides={"devices": "4", "lr_scaling": "linear"}).lr_scaling == "linear"
+
+
+def test_scale_of_a_step_on_several_devices():
+    """Global batch, learning rate and negatives per view, as PretrainConfig.scaled states them."""
+    paper = PretrainConfig()
+    assert paper.scaled(1) == {"world_size": 1, "batch_size_per_device": 48, "global_batch": 48, "lr_scaling": "none",
+                               "learning_rate": 3e-4, "negatives": "per device", "negatives_per_view": 94}
+    four = paper.scaled(4)  # CLMR: the same learning rate, negatives within each GPU's 48 clips
+    assert (four["global_batch"], four["learning_rate"], four["negatives_per_view"]) == (192, 3e-4, 94)
+    tune = load_config(overrides={"lr_scaling": "linear", "gather_negatives": True}).scaled(4)
+    assert (tune["learning_rate"], tune["negatives"], tune["negatives_per_view"]) == (pytest.approx(1.2e-3),
+                                                                                      "global", 2 * 192 - 2)
+    with pytest.raises(ConfigError, match="--lr_scaling='sqrt': choose one of none, linear"):
+        load_config(overrides={"lr_scaling": "sqrt"})
+
+
+def test_two_process_ddp_with_gathered_negatives(tmp_path, audio_dir, caplog):
     """Lightning's ddp_spawn on CPU (gloo): two ranks, each its share of the shuffle, NT-Xent
-    over both ranks' views (batch 2 per rank, so 8 views in every loss)."""
+    over both ranks' views (batch 2 per rank, so 8 views in every loss), TUNe's lr x devices."""
     config = tiny_config(tmp_path, audio_dir, batch_size=2, devices="2", strategy="ddp_spawn",
-                         gather_negatives=True, augment_on="none")
-    folder = train(config, progress=False)
+                         gather_negatives=True, augment_on="none", lr_scaling="linear", learning_rate=1e-3)
+    with caplog.at_level(logging.INFO, logger="tunemir.pretrain.module"):
+        folder = train(config, progress=False)
+    started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training on")]
+    assert len(started) == 1
+    for text in ("2 device(s) x 1 node(s)", "global batch 4 clips (2 per device, 8 views)", "learning rate 0.002",
+                 "lr_scaling linear", "6 negatives per view (gathered from every device)"):
+        assert text in started[0], started[0]
     report = json.loads((folder / "run.json").read_text())
     assert report["world_size"] == 2
+    assert (report["global_batch"], report["learning_rate"], report["lr_scaling"], report["negatives_per_view"]) == \
+        (4, 2e-3, "linear", 6)
+    # The rate the optimizer actually stepped with, as the checkpoint stores it.
+    state = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    assert [g["lr"] for g in state["optimizer_states"][0]["param_groups"]] == [2e-3]
     assert report["global_step"] == 10 // (2 * 2)  # 10 clips, 2 per rank per step, last partial dropped
     steps, losses, _, _ = read_loss(folder / "csv")
     # Before any learning, NT-Xent is about log(2N - 1) for the 2N = 8 gathered views, not log(3).

@@ -7,7 +7,7 @@ import importlib.util
 #: extra -> the import names tunemir needs from it (pyproject.toml's optional-dependencies).
 EXTRAS: dict[str, tuple[str, ...]] = {
     "handcrafted": ("librosa",),
-    "train": ("pytorch_lightning", "torch_pitch_shift", "yaml", "sklearn", "matplotlib", "tensorboard"),
+    "train": ("pytorch_lightning", "yaml", "sklearn", "matplotlib", "tensorboard"),
     "probe": ("sklearn", "mir_eval", "matplotlib"),
 }
 

@@ -6,21 +6,22 @@ polarity inversion (p 0.8), white noise (p 0.01), gain (p 0.3), high- or low-pas
 (p 0.8), delay (p 0.3), pitch shift (p 0.6), reverb (p 0.6). All parameters of a batch are
 drawn at once from one generator and returned, so tests can check rates and ranges.
 Deviations from torchaudio-augmentations 0.2.4 (which cannot run on torchaudio >= 2.9) are
-listed in the README; in short, pitch shift uses torch-pitch-shift's fast ratios within
-+-7 semitones (as 0.2.3 did) instead of sox, and reverb is a batched stochastic room
-response instead of sox's freeverb.
+listed in the README; in short, pitch shift draws 0.2.4's integer cents but shifts with a
+phase vocoder and sinc resampling (`tunemir.pretrain.pitch`) instead of sox's WSOLA, and
+reverb is sox's own `reverb` (freeverb) computed exactly, batched by FFT (`tunemir.pretrain.sox_reverb`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
 
 from tunemir.audio import SAMPLE_RATE
+from tunemir.pretrain.pitch import pitch_shift
+from tunemir.pretrain.sox_reverb import clmr_reverb
 
 DELAYS_MS = (200, 250, 300, 350, 400, 450)
 
@@ -45,21 +46,14 @@ class AugmentConfig:
     p_reverb: float = 0.6
 
 
-def pitch_ratios(sample_rate: int, max_semitones: float) -> list[Fraction]:
-    """torch-pitch-shift's fast ratios within +-max_semitones (1 excluded), sorted."""
-    from torch_pitch_shift import get_fast_shifts
-
-    low, high = 2 ** (-max_semitones / 12), 2 ** (max_semitones / 12)
-    return sorted(get_fast_shifts(sample_rate, lambda r: low <= r <= high and r != 1))
-
-
 class CLMRAugment(torch.nn.Module):
     """The chain as one module: `forward(x (B, T), generator)` -> (augmented (B, T), parameters)."""
 
     def __init__(self, config: AugmentConfig = AugmentConfig()):
         super().__init__()
         self.config = config
-        self.ratios = pitch_ratios(config.sample_rate, config.max_semitones)
+        # As 0.2.4's PitchShift: cents ~ random.randint(int(-7.0 * 100), int(7.0 * 100)), both ends included.
+        self.max_cents = int(config.max_semitones * 100)
 
     def sample(self, batch: int, device, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """Every random choice of the chain for `batch` examples: `apply_*` masks and values."""
@@ -82,7 +76,8 @@ class CLMRAugment(torch.nn.Module):
             "delay_ms": torch.tensor(DELAYS_MS, device=device)[
                 torch.randint(len(DELAYS_MS), (batch,), generator=gen, device=device)],
             "apply_pitch": coin(c.p_pitch),
-            "pitch_index": torch.randint(len(self.ratios), (batch,), generator=gen, device=device),
+            "pitch_cents": torch.randint(-self.max_cents, self.max_cents + 1, (batch,), generator=gen,
+                                         device=device),
             "apply_reverb": coin(c.p_reverb),
             "reverberance": torch.randint(100, (batch,), generator=gen, device=device),
             "damping": torch.randint(100, (batch,), generator=gen, device=device),
@@ -104,23 +99,11 @@ class CLMRAugment(torch.nn.Module):
                         lambda rows: sinc_filter(x[rows], p["cutoff_hz"][rows] / sr, p["highpass"][rows]))
         x = _apply_rows(x, p["apply_delay"], lambda rows: delay(x[rows], p["delay_ms"][rows], sr,
                                                                self.config.delay_volume))
-        x = _apply_rows(x, p["apply_pitch"], lambda rows: self._pitch(x[rows], p["pitch_index"][rows]))
-        x = _apply_rows(x, p["apply_reverb"], lambda rows: reverb(
-            x[rows], p["reverberance"][rows], p["damping"][rows], p["room_size"][rows], sr, gen))
+        x = _apply_rows(x, p["apply_pitch"], lambda rows: pitch_shift(x[rows], p["pitch_cents"][rows]))
+        # As 0.2.4's Reverb: sox `reverb R D S` (its defaults otherwise), then `channels 1`.
+        x = _apply_rows(x, p["apply_reverb"], lambda rows: clmr_reverb(
+            x[rows], p["reverberance"][rows], p["damping"][rows], p["room_size"][rows], sr))
         return x, p
-
-    def _pitch(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        from torch_pitch_shift import pitch_shift
-
-        out = x.clone()
-        for i in index.unique().tolist():  # one call per distinct ratio (at most ~50)
-            rows = torch.nonzero(index == i).flatten()
-            shifted = pitch_shift(x[rows][:, None], self.ratios[i], self.config.sample_rate)[:, 0]
-            shifted = _fit_length(shifted, x.shape[1])
-            # As 0.2.4: a non-finite result leaves the input unchanged.
-            finite = torch.isfinite(shifted).all(dim=1, keepdim=True)
-            out[rows] = torch.where(finite, shifted, x[rows])
-        return out
 
 
 def _apply_rows(x: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:
@@ -130,12 +113,6 @@ def _apply_rows(x: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:
     out = x.clone()
     out[rows] = fn(rows)
     return out
-
-
-def _fit_length(x: torch.Tensor, length: int) -> torch.Tensor:
-    if x.shape[1] >= length:
-        return x[:, :length]
-    return F.pad(x, (0, length - x.shape[1]))
 
 
 def sinc_filter(x: torch.Tensor, cutoff: torch.Tensor, highpass: torch.Tensor, zeros: float = 8) -> torch.Tensor:
@@ -168,36 +145,3 @@ def delay(x: torch.Tensor, delay_ms: torch.Tensor, sample_rate: int, volume: flo
     index = torch.arange(x.shape[1], device=x.device)[None] - shift[:, None]
     delayed = torch.where(index >= 0, x.gather(1, index.clamp(min=0)), 0.0)
     return (x + volume * delayed) / 2
-
-
-def reverb(x: torch.Tensor, reverberance: torch.Tensor, damping: torch.Tensor, room_size: torch.Tensor,
-           sample_rate: int, gen: torch.Generator) -> torch.Tensor:
-    """A batched stochastic room response standing in for sox's `reverb` (freeverb).
-
-    Parameters keep sox's meaning and 0-99 range: reverberance sets the decay time
-    (RT60 0.1-2.0 s, scaled by room size), damping low-passes the tail (a one-pole filter
-    whose coefficient grows with damping) and room size also sets the pre-delay (0-50 ms).
-    The output is sox's default wet/dry mix: dry plus the wet tail, peak-normalised to the
-    input's peak so that levels stay comparable.
-    """
-    batch, length = x.shape
-    rt60 = 0.1 + 1.9 * (reverberance / 99) * (0.5 + 0.5 * room_size / 99)  # seconds
-    ir_length = int(2.0 * sample_rate)
-    t = torch.arange(ir_length, device=x.device, dtype=x.dtype)[None] / sample_rate
-    envelope = torch.exp(-6.9 * t / rt60[:, None].to(x.dtype))  # -60 dB at rt60
-    tail = torch.randn(batch, ir_length, generator=gen, device=x.device, dtype=x.dtype) * envelope
-    # Damping: one-pole low-pass of the tail, y[n] = (1 - a) x[n] + a y[n-1], via its impulse response.
-    a = (0.9 * damping / 99).to(x.dtype)[:, None]
-    pole = (1 - a) * a ** torch.arange(256, device=x.device, dtype=x.dtype)[None]
-    size = ir_length + 255
-    tail = torch.fft.irfft(torch.fft.rfft(tail, size) * torch.fft.rfft(pole, size), size)[:, :ir_length]
-    predelay = (room_size * 0.05 * sample_rate / 99).long()
-    index = torch.arange(ir_length, device=x.device)[None] - predelay[:, None]
-    tail = torch.where(index >= 0, tail.gather(1, index.clamp(min=0)), 0.0)
-    tail = tail / tail.norm(dim=1, keepdim=True).clamp(min=1e-8)
-    size = length + ir_length - 1
-    wet = torch.fft.irfft(torch.fft.rfft(x, size) * torch.fft.rfft(tail, size), size)[:, :length]
-    out = x + wet
-    peak_in = x.abs().amax(dim=1, keepdim=True)
-    peak_out = out.abs().amax(dim=1, keepdim=True).clamp(min=1e-8)
-    return out * (peak_in / peak_out)

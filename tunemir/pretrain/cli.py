@@ -42,8 +42,9 @@ PAPER_RECIPE = """Pretrain an encoder with CLMR's contrastive learning (SimCLR o
 \b
 The defaults are the TUNe paper's recipe: TUNe+ on the MagnaTagATune train split, batch 48
 clips (96 views of 59,049 samples at 22,050 Hz), the CLMR augmentation chain on the device,
-NT-Xent with temperature 0.5, Adam 3e-4, seed 42, 10,000 epochs; a checkpoint every 200
-epochs plus last.ckpt. `--model tune` / `--model clmr` give TUNe and the CLMR SampleCNN.
+NT-Xent with temperature 0.5, Adam 3e-4, seed 42, 10,000 epochs, on one device (as TUNe);
+a checkpoint every 200 epochs plus last.ckpt. `--model tune` / `--model clmr` give TUNe and
+the CLMR SampleCNN.
 
 \b
 Options come from, in order: the defaults, a checkpoint being resumed, --config FILE (YAML;
@@ -54,10 +55,14 @@ Options come from, in order: the defaults, a checkpoint being resumed, --config 
   tunemir train --audio_dir my_music --max_epochs 1000
   tunemir train --resume last                     # continue a killed or finished run
   tunemir train --devices 4 --strategy ddp        # 4 GPUs, batch 48 per GPU, synced batch norm
+  tunemir train --devices 4 --strategy ddp --lr_scaling linear   # TUNe's lr x 4
   tunemir train --devices 8 --num_nodes 2 --strategy ddp --gather-negatives
 
 Multi-GPU and multi-node runs go through Lightning's strategies; on a cluster start one
-process per GPU (e.g. `srun tunemir train --devices 4 --num_nodes 2 --strategy ddp`).
+process per GPU (e.g. `srun tunemir train --devices 4 --num_nodes 2 --strategy ddp`). The
+start of a run logs its global batch (per device x devices x nodes), learning rate and
+negatives per view; run.json stores them. `--lr_scaling none` (the default, as CLMR) keeps
+--learning_rate on any number of devices.
 Checkpoints load directly in `tunemir extract --checkpoint` and CLMR's/TUNe's own loaders.
 """
 
@@ -158,6 +163,11 @@ def evaluate() -> None:
 @click.option("--output-dir", "--output_dir", "output_dir", type=click.Path(file_okay=False, path_type=Path),
               default="runs/linear-evaluation", show_default=True)
 @click.option("--mlp", is_flag=True, help="One hidden layer (512, ReLU) instead of a linear head.")
+@click.option("--head", type=click.Choice(["last", "best"]), default="last", show_default=True,
+              help="Weights tested: last (early-stopped, as CLMR) or best (the best valid epoch's).")
+@click.option("--layer", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Encoder layer giving the features: 0 = final representation; k counts blocks back from the "
+                   "output (as `tunemir extract --layer`; `tunemir models` lists them).")
 @click.option("--supervised", is_flag=True, help="Train the model end to end from scratch (CLMR's baseline).")
 @click.option("--learning-rate", "--learning_rate", "learning_rate", type=float, callback=_positive_finite,
               help="[default: 1e-3 for heads, 3e-4 (SGD) supervised]")
@@ -167,12 +177,13 @@ def evaluate() -> None:
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=42, show_default=True)
 @click.option("--device", default="auto", show_default=True, callback=_device, help="auto, cpu, cuda or cuda:N.")
 @click.option("--encoder-config", "encoder_config", help="JSON of encoder fields for --supervised (small models).")
-def linear(checkpoint, model, dataset, datasets_dir, audio_cache_dir, output_dir, mlp, supervised, learning_rate,
-           max_epochs, patience, batch_size, seed, device, encoder_config) -> None:
+def linear(checkpoint, model, dataset, datasets_dir, audio_cache_dir, output_dir, mlp, head, layer, supervised,
+           learning_rate, max_epochs, patience, batch_size, seed, device, encoder_config) -> None:
     """CLMR's linear evaluation: a head on frozen features of one fixed random crop per clip
     (train/valid), Adam 1e-3 + weight decay 1e-6, ReduceLROnPlateau, early stopping on valid
-    loss; test clips scored by the mean sigmoid over all their full frames; macro ROC-AUC and
-    PR-AUC. Writes OUTPUT_DIR/linear_evaluation.json."""
+    loss, the last (early-stopped) head tested (--head best: the best valid epoch's); test clips
+    scored by the mean sigmoid over all their full frames; macro ROC-AUC and PR-AUC. Writes
+    OUTPUT_DIR/linear_evaluation.json."""
     from tunemir.checkpoints import CheckpointError
     from tunemir.extract import ExtractUsageError
     from tunemir.models import UnknownModelError
@@ -189,6 +200,9 @@ def linear(checkpoint, model, dataset, datasets_dir, audio_cache_dir, output_dir
                                    f"--supervised needs --model, one of {', '.join(trainable_models())}")
         if mlp:
             raise click.UsageError("--mlp applies to the head on a frozen encoder: leave it out with --supervised")
+        if layer:
+            raise click.UsageError("--layer selects a layer of a frozen --checkpoint encoder: leave it out with "
+                                   "--supervised (the baseline trains the whole model)")
         if batch_size < 2:
             raise click.UsageError("--batch-size must be at least 2 with --supervised (batch norm trains on it)")
     elif encoder_config is not None:
@@ -198,16 +212,17 @@ def linear(checkpoint, model, dataset, datasets_dir, audio_cache_dir, output_dir
     except ConfigError as err:
         raise click.UsageError(str(err)) from None
     settings = LinearEvalSettings(mlp=mlp, supervised=supervised, learning_rate=learning_rate,
-                                  max_epochs=max_epochs, patience=patience, batch_size=batch_size, seed=seed)
+                                  max_epochs=max_epochs, patience=patience, batch_size=batch_size, seed=seed, head=head)
     try:
         result = linear_evaluation(output_dir, checkpoint=checkpoint, model=model, dataset=dataset,
                                    datasets_dir=datasets_dir, audio_cache_dir=audio_cache_dir, settings=settings,
-                                   device=device, encoder_config=overrides)
+                                   device=device, encoder_config=overrides, layer=layer)
     except (CheckpointError, PretrainDataError, TaskError, LinearEvalError) as err:
         raise click.ClickException(str(err)) from None
     except (ExtractUsageError, LinearEvalUsageError, UnknownModelError) as err:
         raise click.UsageError(str(err)) from None
     metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in result["test"].items())
-    click.echo(f"{dataset} test ({result['test_clips']} clips): {metrics}; after {result['epochs']} epochs. "
-               f"Details: {Path(output_dir) / 'linear_evaluation.json'}")
+    click.echo(f"{dataset} test ({result['test_clips']} clips): {metrics}; after {result['epochs']} epochs, "
+               f"the {head} weights (epoch {result['tested_epoch']}"
+               f"{f', layer {layer}' if layer else ''}). Details: {Path(output_dir) / 'linear_evaluation.json'}")
 

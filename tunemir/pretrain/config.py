@@ -18,6 +18,8 @@ from tunemir.audio import SAMPLE_RATE
 from tunemir.pretrain.augment import AugmentConfig
 
 AUGMENT_ON = ("device", "cpu", "none")
+#: How the learning rate follows the number of devices: CLMR keeps it fixed, TUNe multiplies it by the GPUs.
+LR_SCALING = ("none", "linear")
 #: Lightning accelerators tunemir trains on (TPUs would need torch_xla, which tunemir does not support).
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 #: Lightning's precision names (its `_PRECISION_INPUT`, less Transformer Engine's).
@@ -32,7 +34,7 @@ def _field(default, help: str):
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     """CLMR contrastive pretraining; the defaults are the TUNe paper's recipe (TUNe+ on the
-    MagnaTagATune train split, batch 48 clips = 96 views, Adam 3e-4, tau 0.5, seed 42).
+    MagnaTagATune train split, batch 48 clips = 96 views, Adam 3e-4, tau 0.5, seed 42, one device).
     Every value is checked on construction (`check_config`): a `ConfigError` names the first bad one."""
 
     model: str = _field("tune_plus", "Encoder to pretrain (tune, tune_plus or clmr).")
@@ -48,7 +50,9 @@ class PretrainConfig:
     batch_size: int = _field(48, "Clips per step and device; each gives two views (at least 2).")
     max_epochs: int = _field(10000, "Epochs (one random crop pair per clip each).")
     max_steps: int = _field(-1, "Stop after this many optimizer steps (-1: no limit).")
-    learning_rate: float = _field(3e-4, "Adam learning rate (not scaled by the number of devices).")
+    learning_rate: float = _field(3e-4, "Adam learning rate, on one device (see lr_scaling for several).")
+    lr_scaling: str = _field("none", "Learning rate on several devices: none (--learning_rate as given, as CLMR) "
+                             "or linear (times devices x nodes, TUNe's rule).")
     temperature: float = _field(0.5, "NT-Xent temperature (> 0).")
     projection_dim: int = _field(64, "Output size of the projector.")
     seed: int = _field(42, f"Seed of weights, shuffling, crops and augmentations (0 to {MAX_SEED}).")
@@ -58,7 +62,8 @@ class PretrainConfig:
     checkpoint_every_n_epochs: int = _field(200, "Keep a checkpoint every N epochs (last.ckpt is "
                                             "rewritten every epoch).")
     accelerator: str = _field("auto", "Lightning accelerator: auto, cpu, gpu (= cuda) or mps.")
-    devices: str = _field("auto", "Lightning devices: auto, a count, -1 (all), or a list such as 0,1.")
+    devices: str = _field("1", "Lightning devices: 1 (the paper's single device), a count, -1 or auto (all), "
+                          "or a list such as 0,1.")
     num_nodes: int = _field(1, "Machines (Lightning num_nodes).")
     strategy: str = _field("auto", "Lightning strategy: auto, ddp, ddp_spawn, ...")
     precision: str = _field("32-true", "Lightning precision: 32-true, bf16-mixed, 16-mixed.")
@@ -75,6 +80,18 @@ class PretrainConfig:
     def run_name(self) -> str:
         source = Path(self.audio_dir).name if self.audio_dir else self.dataset
         return self.name or f"{self.model}-{source}"
+
+    def scaled(self, world_size: int) -> dict:
+        """What a step is on `world_size` devices (devices x nodes): the global batch, the
+        learning rate after `lr_scaling`, and the negatives each view is contrasted with
+        (2B - 2 within a device's batch B, or over the global batch with `gather_negatives`)."""
+        global_batch = self.batch_size * world_size
+        contrasted = global_batch if self.gather_negatives and world_size > 1 else self.batch_size
+        factor = world_size if self.lr_scaling == "linear" else 1
+        return {"world_size": world_size, "batch_size_per_device": self.batch_size, "global_batch": global_batch,
+                "lr_scaling": self.lr_scaling, "learning_rate": self.learning_rate * factor,
+                "negatives": "global" if contrasted > self.batch_size else "per device",
+                "negatives_per_view": 2 * contrasted - 2}
 
     def encoder_overrides(self) -> dict:
         """`encoder_config` parsed (already checked against the model's fields), {} if not given."""
@@ -143,6 +160,9 @@ def check_config(c: PretrainConfig) -> None:
             _bad(key, getattr(c, key), "must be a finite number greater than 0")
     if not 0 <= c.seed <= MAX_SEED:
         _bad("seed", c.seed, f"must be between 0 and {MAX_SEED}")
+    if c.lr_scaling not in LR_SCALING:
+        _bad("lr_scaling", c.lr_scaling, f"choose one of {', '.join(LR_SCALING)} (none: the same learning rate on "
+             f"any number of devices, as CLMR; linear: times the number of devices, as TUNe)")
     if c.augment_on not in AUGMENT_ON:
         _bad("augment_on", c.augment_on, f"choose one of {', '.join(AUGMENT_ON)}")
     if c.num_workers is not None and c.num_workers < 0:
@@ -182,8 +202,9 @@ def _check_augment(a: AugmentConfig) -> None:
             _bad(f"augment.{key}", [low, high], f"two finite numbers LOW HIGH with {rule}")
     if not (_finite(a.delay_volume) and 0 <= a.delay_volume <= 1):
         _bad("augment.delay_volume", a.delay_volume, "a number from 0 to 1")
-    if not (_finite(a.max_semitones) and 0 < a.max_semitones <= 24):
-        _bad("augment.max_semitones", a.max_semitones, "a number of semitones greater than 0 and at most 24")
+    if not (_finite(a.max_semitones) and 0.01 <= a.max_semitones <= 24):  # shifts are whole cents (0.2.4)
+        _bad("augment.max_semitones", a.max_semitones,
+             "a number of semitones greater than 0 and at most 24, and at least 0.01 (shifts are whole cents)")
 
 
 def trainable_models() -> list[str]:

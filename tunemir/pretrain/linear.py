@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -24,6 +25,8 @@ from tunemir.pretrain.data import AudioCache, build_cache, data_roots, dataset_s
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
+#: Which trained weights are tested: the last, early-stopped ones (CLMR) or the best valid epoch's.
+HEADS = ("last", "best")
 
 
 class LinearEvalError(RuntimeError):
@@ -38,8 +41,9 @@ class LinearEvalUsageError(ValueError):
 class LinearEvalSettings:
     """CLMR's defaults: Adam 1e-3 with weight decay 1e-6, batch 48, ReduceLROnPlateau (x0.1
     after 5 epochs without a 1e-4 relative improvement), early stopping on valid loss after
-    10 epochs without improvement, at most 200 epochs. The supervised baseline uses SGD
-    (Nesterov momentum 0.9, lr 3e-4, weight decay 1e-6) and x0.2 plateau steps, as CLMR."""
+    10 epochs without improvement, at most 200 epochs, the last (early-stopped) weights tested.
+    The supervised baseline uses SGD (Nesterov momentum 0.9, lr 3e-4, weight decay 1e-6) and
+    x0.2 plateau steps, as CLMR. `head="best"` tests the weights of the best valid epoch instead."""
 
     mlp: bool = False
     supervised: bool = False
@@ -49,6 +53,7 @@ class LinearEvalSettings:
     max_epochs: int = 200
     patience: int = 10
     seed: int = 42
+    head: str = "last"
 
 
 def fixed_crop_starts(lengths: np.ndarray, seed: int, frame_length: int = FRAME_LENGTH) -> np.ndarray:
@@ -81,8 +86,9 @@ def full_frames(cache: AudioCache, indices: Iterable[int] | None = None) -> tupl
 
 
 @torch.no_grad()
-def run_frames(model: nn.Module, frames: np.ndarray, device: torch.device, batch_size: int = 32) -> np.ndarray:
-    """An eval-mode model (encoder or encoder + classifier) over frames (M, T) -> (M, K)."""
+def run_frames(model: Callable[[torch.Tensor], torch.Tensor], frames: np.ndarray, device: torch.device,
+               batch_size: int = 32) -> np.ndarray:
+    """An eval-mode model (encoder, one of its layers, or encoder + classifier) over frames (M, T) -> (M, K)."""
     return torch.cat([model(torch.from_numpy(frames[i: i + batch_size]).to(device)[:, None]).float().cpu()
                       for i in range(0, len(frames), batch_size)]).numpy()
 
@@ -93,8 +99,8 @@ def fixed_crops(cache: AudioCache, starts: np.ndarray, begin: int = 0, end: int 
     return np.stack([crop(cache, i, int(starts[i])) for i in range(begin, end)])
 
 
-def encode_crops(model: nn.Module, cache: AudioCache, starts: np.ndarray, device: torch.device,
-                 chunk: int = 256) -> np.ndarray:
+def encode_crops(model: Callable[[torch.Tensor], torch.Tensor], cache: AudioCache, starts: np.ndarray,
+                 device: torch.device, chunk: int = 256) -> np.ndarray:
     """Representations of each clip's crop, cut `chunk` clips at a time (MTT's train crops
     would take 4.4 GB at once)."""
     return np.concatenate([run_frames(model, fixed_crops(cache, starts, i, i + chunk), device)
@@ -138,8 +144,9 @@ def clip_metrics(targets: np.ndarray, predictions: np.ndarray, multilabel: bool)
 def fit(model: nn.Module, train_batches: Callable[[int], Iterable], valid_batches: Callable[[], Iterable],
         loss_fn: nn.Module, optimizer: torch.optim.Optimizer, factor: float, settings: LinearEvalSettings,
         device: torch.device) -> list[dict]:
-    """Train with ReduceLROnPlateau and early stopping on the valid loss; the weights of the
-    best valid epoch are restored at the end (CLMR keeps the last, early-stopped ones)."""
+    """Train with ReduceLROnPlateau and early stopping on the valid loss. The model keeps the
+    last (early-stopped) weights, as CLMR, or with `settings.head == "best"` gets those of the
+    best valid epoch back (`tested_epoch` says which epoch that is)."""
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=factor, patience=5,
                                                            threshold=1e-4)
     best, best_state, waited, history = float("inf"), copy.deepcopy(model.state_dict()), 0, []
@@ -174,8 +181,16 @@ def fit(model: nn.Module, train_batches: Callable[[int], Iterable], valid_batche
             waited += 1
             if waited >= settings.patience:
                 break
-    model.load_state_dict(best_state)
+    if settings.head == "best":
+        model.load_state_dict(best_state)
     return history
+
+
+def tested_epoch(history: list[dict], head: str) -> int:
+    """The epoch whose weights `fit` left in the model: the last, or the first of least valid loss."""
+    if head == "last":
+        return len(history) - 1
+    return int(np.argmin([h["valid_loss"] for h in history]))
 
 
 def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator | None):
@@ -208,15 +223,17 @@ def linear_evaluation(
     output_dir: Path | str, *, checkpoint: Path | str | None = None, model: str | None = None,
     dataset: str = "magnatagatune", datasets_dir: Path | str | None = None,
     audio_cache_dir: Path | str | None = None, settings: LinearEvalSettings = LinearEvalSettings(),
-    device: str = "auto", encoder_config: dict | None = None,
+    device: str = "auto", encoder_config: dict | None = None, layer: int = 0,
 ) -> dict:
     """Run CLMR's evaluation of an encoder on a processed tagging/classification dataset and
     write `linear_evaluation.json` (test metrics, settings, per-epoch history) and the trained
     weights to `output_dir`. Returns the JSON's content.
 
     Without `settings.supervised`, `checkpoint` gives the frozen encoder (any format
-    `tunemir extract` reads). With it, `model` is trained from scratch (random init, or
-    `encoder_config` for small test models) and no checkpoint is used.
+    `tunemir extract` reads) and `layer` which of its layers gives the features (0: the final
+    representation; k counts blocks back from the output, as `tunemir extract --layer`). With
+    it, `model` is trained from scratch (random init, or `encoder_config` for small test models)
+    and no checkpoint is used.
     """
     from tunemir.extract import resolve_device
     from tunemir.models import build_model, config_from_dict, load_encoder
@@ -231,21 +248,32 @@ def linear_evaluation(
         raise LinearEvalUsageError(f"--dataset {dataset} is a regression task; the CLMR protocol covers tagging "
                                    f"and classification (use `tunemir probe` for it)")
     multilabel = task.output_type == "multilabel"
-    meta = load_meta(datasets, dataset)
-    caches, targets = {}, {}
-    for split in SPLITS:
-        caches[split] = build_cache(dataset_sources(datasets, dataset, split, meta), caches_root, f"{dataset}-{split}")
-        targets[split] = np.stack([task.encode(uid, meta[uid]["y"]) for uid in caches[split].uids])
+    if settings.head not in HEADS:
+        raise LinearEvalUsageError(f"--head {settings.head}: choose last (the early-stopped weights, as CLMR) or best "
+                                   f"(the best valid epoch's)")
     torch.manual_seed(settings.seed)
     if settings.supervised:
         if model is None:
             raise LinearEvalUsageError("the supervised baseline needs a model name: --model clmr, tune or tune_plus")
+        if layer != 0:
+            raise LinearEvalUsageError(f"--layer {layer} selects a layer of a frozen --checkpoint encoder; the "
+                                       f"supervised baseline trains the whole model: leave --layer out")
         config = config_from_dict(model, encoder_config) if encoder_config else None
         encoder = build_model(model, config)
     else:
         if checkpoint is None:
             raise LinearEvalUsageError("linear evaluation needs the encoder's --checkpoint")
         encoder, model = load_encoder(checkpoint, model)
+        try:
+            encoder.check_layer(layer)
+        except ValueError as err:
+            raise LinearEvalUsageError(f"--layer {layer}: {err}; `tunemir models` lists each model's "
+                                       f"layers") from None
+    meta = load_meta(datasets, dataset)
+    caches, targets = {}, {}
+    for split in SPLITS:
+        caches[split] = build_cache(dataset_sources(datasets, dataset, split, meta), caches_root, f"{dataset}-{split}")
+        targets[split] = np.stack([task.encode(uid, meta[uid]["y"]) for uid in caches[split].uids])
     loss_fn = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
     y = {s: torch.from_numpy(targets[s]) for s in SPLITS}
     starts = {s: fixed_crop_starts(caches[s].lengths, settings.seed + i) for i, s in enumerate(("train", "valid"))}
@@ -274,12 +302,14 @@ def linear_evaluation(
         logits, owners = map_test_frames(lambda frames: run_frames(net, frames, dev), caches["test"])
         weights, head_dim = net.state_dict(), encoder.layer_dims[0]
     else:
-        frozen = InferenceEncoder(encoder).to(dev).eval()  # built once: BN folded, channels-last
+        # built once: BN folded, channels-last; (B, 1, T) -> (B, layer_dims[layer])
+        frozen = functools.partial(InferenceEncoder(encoder).to(dev).eval(), layer=layer)
         features = {s: torch.from_numpy(encode_crops(frozen, caches[s], starts[s], dev)) for s in ("train", "valid")}
         test_features, owners = map_test_frames(lambda frames: run_frames(frozen, frames, dev), caches["test"])
         if not all(bool(torch.isfinite(f).all()) for f in features.values()) or not np.isfinite(test_features).all():
-            raise LinearEvalError(f"the encoder of {checkpoint} gives non-finite features (NaN or inf): its weights "
-                                  f"are damaged or come from a diverged training run; use an earlier checkpoint")
+            raise LinearEvalError(f"the encoder of {checkpoint} gives non-finite features (NaN or inf) at layer "
+                                  f"{layer}: its weights are damaged or come from a diverged training run; use an "
+                                  f"earlier checkpoint")
         head_dim = features["train"].shape[1]
         head = _head(head_dim, task.num_outputs, settings.mlp).to(dev)
         lr = settings.learning_rate or 1e-3
@@ -295,6 +325,7 @@ def linear_evaluation(
                                                   if v.is_floating_point()):
         raise LinearEvalError("the trained weights give non-finite predictions (NaN or inf); nothing was written. "
                               "Lower --learning-rate")
+    tested = tested_epoch(history, settings.head)
     predictions = clip_predictions(logits, owners, len(caches["test"]), multilabel)
     metrics = clip_metrics(targets["test"], predictions, multilabel)
     out = Path(output_dir)
@@ -304,12 +335,14 @@ def linear_evaluation(
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp))
     result = {
         "protocol": "clmr-linear-evaluation", "dataset": dataset, "checkpoint": str(checkpoint) if checkpoint else None,
-        "model": model, "feature_dim": int(head_dim), "settings": {**dataclasses.asdict(settings), "learning_rate": lr},
+        "model": model, "layer": layer, "feature_dim": int(head_dim),
+        "settings": {**dataclasses.asdict(settings), "learning_rate": lr},
         "test": metrics, "test_clips": len(caches["test"]), "test_frames": len(owners),
         "clips": {s: len(caches[s]) for s in SPLITS},
         "clips_shorter_than_a_frame": {s: int((caches[s].lengths < FRAME_LENGTH).sum()) for s in SPLITS},
         "files_failed": {s: caches[s].failed for s in SPLITS}, "epochs": len(history),
-        "best_valid_loss": min(h["valid_loss"] for h in history), "history": history,
+        "best_valid_loss": min(h["valid_loss"] for h in history), "head": settings.head,
+        "tested_epoch": tested, "tested_valid_loss": history[tested]["valid_loss"], "history": history,
         "device": str(dev), "seconds": time.perf_counter() - started, "tunemir_version": __version__,
     }
     with atomic_path(out / "linear_evaluation.json") as tmp:

@@ -68,12 +68,8 @@ def build_encoder(config: PretrainConfig) -> nn.Module:
 
 
 def build_augment(config: PretrainConfig) -> CLMRAugment:
-    """The augmentation chain; an error names `--augment.max_semitones` when it leaves no pitch shift."""
-    augment = CLMRAugment(config.augment)
-    if not augment.ratios:
-        raise ConfigError(f"--augment.max_semitones={config.augment.max_semitones}: no pitch-shift ratio of "
-                          f"torch-pitch-shift lies within it at {config.augment.sample_rate} Hz; give at least 0.35")
-    return augment
+    """The augmentation chain (its ranges are checked with the rest of the configuration)."""
+    return CLMRAugment(config.augment)
 
 
 class ContrastiveLearning(pl.LightningModule):
@@ -88,11 +84,16 @@ class ContrastiveLearning(pl.LightningModule):
         self.model = ContrastiveModel(build_encoder(self.config), self.config.projection_dim)
         self.augment = build_augment(self.config) if self.config.augment_on == "device" else None
 
+    @property
+    def learning_rate(self) -> float:
+        """The configured learning rate after `lr_scaling` for this run's devices x nodes."""
+        return self.config.scaled(self.trainer.num_devices * self.trainer.num_nodes)["learning_rate"]
+
     def on_train_start(self) -> None:
         # A resumed run restores the optimizer with its old learning rate: the configured one wins.
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
-                group["lr"] = self.config.learning_rate
+                group["lr"] = self.learning_rate
 
     def on_after_batch_transfer(self, batch: torch.Tensor, dataloader_idx: int) -> torch.Tensor:
         if self.augment is None or not self.trainer.training:
@@ -135,7 +136,7 @@ class ContrastiveLearning(pl.LightningModule):
             raise _diverged(self.current_epoch, self.global_step, bad or ["(on another device)"], "a checkpoint")
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
+        return torch.optim.Adam(self.model.parameters(), lr=self.learning_rate)
 
 
 class PretrainData(pl.LightningDataModule):
@@ -360,6 +361,8 @@ def train(config: PretrainConfig, resume: str | Path | None = None, progress: bo
             f"--precision {config.precision} --num_nodes {config.num_nodes}: Lightning cannot set these up on "
             f"this machine ({str(err).strip().splitlines()[0]}); change them (e.g. --accelerator cpu --devices 1)"
         ) from None
+    scaled = config.scaled(trainer.num_devices * trainer.num_nodes)
+    log_setup(scaled, trainer.num_devices, trainer.num_nodes)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "config.yaml") as tmp:
@@ -377,7 +380,7 @@ def train(config: PretrainConfig, resume: str | Path | None = None, progress: bo
         report = {
             "tunemir_version": __version__, "torch": torch.__version__, "lightning": pl.__version__,
             "python": platform.python_version(), "device": _device_name(trainer),
-            "world_size": trainer.world_size, "resumed_from": str(ckpt_path) if ckpt_path else None,
+            **scaled, "resumed_from": str(ckpt_path) if ckpt_path else None,
             "epochs_completed": state.get("epoch", -1) + 1, "global_step": state.get("global_step", 0),
             "seconds": time.perf_counter() - started, "epochs": throughput.epochs,
             **data.summary(),
@@ -386,6 +389,17 @@ def train(config: PretrainConfig, resume: str | Path | None = None, progress: bo
         with atomic_path(folder / "run.json") as tmp:
             tmp.write_text(json.dumps(report, indent=2))
     return folder
+
+
+def log_setup(scaled: dict, devices: int, nodes: int) -> None:
+    """The run's effective scale, before anything trains (`PretrainConfig.scaled`)."""
+    s = scaled
+    rule = ("linear: --learning_rate x devices x nodes, TUNe's rule" if s["lr_scaling"] == "linear"
+            else "none: as given, CLMR's choice; --lr_scaling linear multiplies it by devices x nodes, as TUNe")
+    log.info("training on %d device(s) x %d node(s): global batch %d clips (%d per device, %d views), "
+             "learning rate %g (lr_scaling %s), %d negatives per view (%s)", devices, nodes, s["global_batch"],
+             s["batch_size_per_device"], 2 * s["global_batch"], s["learning_rate"], rule, s["negatives_per_view"],
+             "gathered from every device" if s["negatives"] == "global" else "within each device's batch")
 
 
 def _uses_gpu(accelerator: str) -> bool:
