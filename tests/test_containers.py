@@ -389,12 +389,18 @@ def test_weights_step_converts_only_a_pinned_release(model: str, pinned_by: str,
     elif pinned_by == "build-arg":
         build_args["WEIGHTS_SHA256"] = digest
     monkeypatch.setenv("TUNEMIR_WEIGHTS_DIR", str(tmp_path / "weights"))
-    result = CliRunner().invoke(main, step.argv(context, **build_args))
+    umask = os.umask(0o022)  # a build step's umask
+    try:
+        result = CliRunner().invoke(main, step.argv(context, **build_args))
+    finally:
+        os.umask(umask)
     output = tmp_path / "weights" / f"{model}.safetensors"
     if pinned_by in ("nothing", "another-file"):  # the build stops: nothing unchecked is converted
         assert result.exit_code != 0 and path.name in result.output and not output.exists()
         return
     assert result.exit_code == 0, result.output
+    # Readable by every uid: the images are also run as `docker run -u "$(id -u):$(id -g)"`.
+    assert output.stat().st_mode & 0o777 == 0o644
     weights = read_encoder_weights(output)
     assert weights.format == "tunemir" and weights.metadata["model"] == model
     assert weights.metadata["source"]["release"]["sha256"] == digest  # the image records its release

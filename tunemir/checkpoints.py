@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from tunemir import __version__, safe_pickle
 from tunemir.fileio import atomic_path, sha256_file
@@ -93,7 +93,9 @@ def save_checkpoint(
     }
     try:
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+            # Written into the file atomic_path made (0666 less the umask): safetensors' save_file
+            # replaces it with a 0600 one, which no other uid (`docker run -u`) can read.
+            tmp.write_bytes(save(tensors, metadata={_METADATA_KEY: json.dumps(metadata, sort_keys=True)}))
     except OSError as err:
         blocker = next((p for p in Path(path).parents if p.is_file()), None)
         reason = f"{blocker} is a file, not a folder" if blocker else f"{err.strerror} ({err.filename})"
