@@ -815,3 +815,19 @@ def test_hand_saved_state_dict_wrapper(tmp_path: Path) -> None:
     weights = read_encoder_weights(path)
     assert weights.format == "clmr-v1"
     assert_same_tensors(weights.state_dict, model.state_dict())
+
+
+def test_no_module_writes_safetensors_owner_only(tmp_path):
+    """safetensors' save_file creates 0600 files; tunemir writes them through write_safetensors."""
+    from tunemir.checkpoints import write_safetensors
+
+    package = Path(__file__).resolve().parents[1] / "tunemir"
+    users = [p.relative_to(package).as_posix() for p in package.rglob("*.py") if "save_file(" in p.read_text()]
+    assert users == []
+    old = os.umask(0o002)
+    try:
+        write_safetensors(tmp_path / "w.safetensors", {"x": torch.ones(3)}, {"k": "v"})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o664
+    assert read_encoder_weights(tmp_path / "w.safetensors").state_dict["x"].tolist() == [1.0, 1.0, 1.0]

@@ -19,7 +19,7 @@ from tunemir.audio import FRAME_LENGTH, SAMPLE_RATE
 from tunemir.cli import main
 from tunemir.extract import MANIFEST_NAME, ExtractUsageError, extract, find_audio_files, is_valid_output, select_shard
 from tunemir.models import HandcraftedFeature, load_model
-from tunemir.testing import write_audio
+from tunemir.testing import save_tiny_checkpoint, write_audio
 
 MIXED = [  # (relative path, rate, channels, subtype, seconds): all at least two frames long
     ("a_44k_stereo_pcm16.wav", 44100, 2, "pcm16", 6.0),
@@ -515,3 +515,24 @@ def test_read_only_output_is_one_clear_error(tmp_path: Path, tiny_checkpoint, tm
     out = tmpfs(tmp_path / "ro", "ro,size=64k")
     result = run_cli("tune_plus", src, out, "--checkpoint", ckpt)
     assert result.exit_code == 1 and "read-only filesystem" in result.output and str(out) in result.output
+
+
+@pytest.mark.slow
+def test_unreadable_installed_weights_are_a_clear_error(tmp_path: Path):
+    """The image's baked weights ($TUNEMIR_WEIGHTS_DIR/<model>.safetensors) unreadable by the
+    uid given to `docker run -u`: a message, not a PermissionError traceback."""
+    weights = tmp_path / "weights" / "tune_plus.safetensors"
+    save_tiny_checkpoint(weights, "tune_plus")
+    write_audio(tmp_path / "in" / "a.wav", 3.0)
+    weights.chmod(0)
+    try:
+        result = subprocess.run(unprivileged([sys.executable, "-m", "tunemir", "extract", "tune_plus",
+                                              str(tmp_path / "in"), str(tmp_path / "out")]),
+                                capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "TUNEMIR_WEIGHTS_DIR": str(weights.parent)})
+    finally:
+        weights.chmod(0o644)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"checkpoint {weights} cannot be read (Permission denied)" in result.stderr
+    assert "permissions" in result.stderr

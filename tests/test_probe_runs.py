@@ -323,3 +323,24 @@ def test_task_json_fields_are_checked_for_their_type(tmp_path, spec, message):
     (dataset_dir / "task.json").write_text(json.dumps(spec))
     with pytest.raises(TaskError, match=message):
         load_task("mine", dataset_dir)
+
+
+@pytest.mark.parametrize("umask, file_mode, folder_mode", [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775)])
+def test_result_folders_have_the_umask_modes(tmp_path, umask, file_mode, folder_mode):
+    """A shared probes cache is readable by the group and others as the umask allows: no file of a
+    result folder is owner-only (safetensors' own save_file writes 0600)."""
+    dirs = _dataset(tmp_path)
+    configs = write_grid("gtzan_ff", "rep", dirs, "smoke")[:1]
+    for path in dirs.runs("gtzan_ff", "rep").glob("*.json"):
+        if path.stem != configs[0].uid():
+            path.unlink()
+    old = os.umask(umask)
+    try:
+        assert train_pending("gtzan_ff", "rep", dirs, device="cpu", progress=False).ok
+    finally:
+        os.umask(old)
+    folder = dirs.runs("gtzan_ff", "rep") / configs[0].uid()
+    assert folder.stat().st_mode & 0o777 == folder_mode
+    files = sorted(folder.iterdir())
+    assert {p.name for p in files} >= {"probe.safetensors", "scaler.npz", "metrics.json"}
+    assert {p.name: p.stat().st_mode & 0o777 for p in files} == {p.name: file_mode for p in files}

@@ -71,9 +71,13 @@ def read_encoder_weights(path: Path | str) -> EncoderWeights:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
-    if _is_safetensors(path):
-        return _read_safetensors(path)
-    return _read_torch(path)
+    try:
+        if _is_safetensors(path):
+            return _read_safetensors(path)
+        return _read_torch(path)
+    except OSError as err:  # unreadable (permissions, I/O error) rather than malformed
+        raise CheckpointError(f"checkpoint {path} cannot be read ({err.strerror or err}); check its "
+                              f"permissions (in Docker, the uid given with -u must be able to read it)") from None
 
 
 def save_checkpoint(
@@ -93,14 +97,22 @@ def save_checkpoint(
     }
     try:
         with atomic_path(path) as tmp:
-            # Written into the file atomic_path made (0666 less the umask): safetensors' save_file
-            # replaces it with a 0600 one, which no other uid (`docker run -u`) can read.
-            tmp.write_bytes(save(tensors, metadata={_METADATA_KEY: json.dumps(metadata, sort_keys=True)}))
+            write_safetensors(tmp, tensors, {_METADATA_KEY: json.dumps(metadata, sort_keys=True)})
     except OSError as err:
         blocker = next((p for p in Path(path).parents if p.is_file()), None)
         reason = f"{blocker} is a file, not a folder" if blocker else f"{err.strerror} ({err.filename})"
         raise CheckpointError(f"cannot write {path}: {reason}; choose an output path in a writable folder") from None
     return metadata
+
+
+def write_safetensors(path: Path | str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write `tensors` as a safetensors file with the umask's ordinary mode.
+
+    safetensors' own `save_file` creates its file 0600 (replacing one that exists), so results
+    in a shared cache, and the weights baked into an image for `docker run -u`, would be
+    readable by their owner alone. Callers write to a temporary name (`fileio.atomic_path`).
+    """
+    Path(path).write_bytes(save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata))
 
 
 def _is_safetensors(path: Path) -> bool:

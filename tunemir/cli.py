@@ -38,6 +38,9 @@ _LOG_LEVEL = "tunemir.log_level"
 def _configure_logging(level: int) -> None:
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger().setLevel(level)
+    # -v is for tunemir's own debug lines; numba's compiler logs thousands at DEBUG.
+    for noisy in ("numba", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(max(level, logging.INFO))
 
 
 def _set_log_level(ctx: click.Context, param: click.Parameter, value: bool) -> None:

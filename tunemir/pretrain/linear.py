@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from tunemir import __version__
 from tunemir.audio import FRAME_LENGTH, frame_signal
+from tunemir.checkpoints import write_safetensors
 from tunemir.fileio import atomic_path
 from tunemir.pretrain.data import AudioCache, build_cache, data_roots, dataset_sources, load_meta
 
@@ -332,7 +332,7 @@ def linear_evaluation(
     out.mkdir(parents=True, exist_ok=True)
     name = "supervised.safetensors" if settings.supervised else "head.safetensors"
     with atomic_path(out / name) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp))
+        write_safetensors(tmp, weights)
     result = {
         "protocol": "clmr-linear-evaluation", "dataset": dataset, "checkpoint": str(checkpoint) if checkpoint else None,
         "model": model, "layer": layer, "feature_dim": int(head_dim),

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from tunemir import __version__
+from tunemir.checkpoints import write_safetensors
 from tunemir.extract import resolve_device
 from tunemir.fileio import atomic_dir, atomic_path, remove_stale_temps
 from tunemir.probe.config import GRIDS, ProbeConfig, grid_configs
@@ -209,7 +210,7 @@ def save_result(folder: Path, result: ProbeResult, data: ProbeData, device="cpu"
         (tmp / "metrics.json").write_text(json.dumps(valid_metrics, indent=2, sort_keys=True))
         (tmp / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2, sort_keys=True))
         (tmp / "train.json").write_text(json.dumps(info, indent=2, sort_keys=True))
-        save_file(result.state, str(tmp / "probe.safetensors"), metadata={"uid": result.config.uid()})
+        write_safetensors(tmp / "probe.safetensors", result.state, {"uid": result.config.uid()})
         np.savez(tmp / "scaler.npz", mean=result.scaler.mean, scale=result.scaler.scale,
                  standardize=np.array(result.scaler.standardize))
     return valid_metrics
