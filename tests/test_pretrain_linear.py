@@ -92,16 +92,21 @@ def toy_dataset(tmp_path_factory):
     return root
 
 
-def test_linear_evaluation_end_to_end_matches_an_independent_recomputation(tmp_path, toy_dataset):
+def _evaluate_tiny_tune_plus(tmp_path, toy_dataset, *options: str):
+    """`tunemir evaluate linear` of a tiny TUNe+ on the toy dataset: (CLI result, report, output folder)."""
     checkpoint = tmp_path / "encoder.safetensors"
     save_tiny_checkpoint(checkpoint, "tune_plus")
     out = tmp_path / "eval"
     result = CliRunner().invoke(main, [
         "evaluate", "linear", "--checkpoint", str(checkpoint), "--dataset", "toytags", "--datasets-dir",
         str(toy_dataset), "--audio-cache-dir", str(tmp_path / "cache"), "--output-dir", str(out),
-        "--max-epochs", "30", "--device", "cpu"])
+        "--device", "cpu", *options])
     assert result.exit_code == 0, result.output
-    report = json.loads((out / "linear_evaluation.json").read_text())
+    return result, json.loads((out / "linear_evaluation.json").read_text()), out
+
+
+def test_linear_evaluation_end_to_end_matches_an_independent_recomputation(tmp_path, toy_dataset):
+    result, report, out = _evaluate_tiny_tune_plus(tmp_path, toy_dataset, "--max-epochs", "30")
     assert report["clips"] == {"train": 12, "valid": 6, "test": 6} and report["model"] == "tune_plus"
     assert 1 <= report["epochs"] <= 30 and report["settings"]["learning_rate"] == 1e-3
     # Independently: the encoder in training code's eval mode, every full frame, the head, the mean.
@@ -146,15 +151,8 @@ def test_the_tested_head_is_the_epoch_it_claims(tmp_path, toy_dataset, head_choi
     """An early-stopped run (patience 2), so the last head is not the best: --head last tests the
     last epoch's weights (CLMR), --head best the best valid epoch's; the saved head's valid loss,
     recomputed on the encoder's own layer-k output, is that epoch's. --layer 5 gives 32-d features."""
-    checkpoint = tmp_path / "encoder.safetensors"
-    save_tiny_checkpoint(checkpoint, "tune_plus")
-    out = tmp_path / "eval"
-    result = CliRunner().invoke(main, [
-        "evaluate", "linear", "--checkpoint", str(checkpoint), "--dataset", "toytags", "--datasets-dir",
-        str(toy_dataset), "--audio-cache-dir", str(tmp_path / "cache"), "--output-dir", str(out),
-        "--patience", "2", "--learning-rate", "0.03", "--device", "cpu", "--head", head_choice, "--layer", str(layer)])
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "linear_evaluation.json").read_text())
+    _, report, out = _evaluate_tiny_tune_plus(tmp_path, toy_dataset, "--patience", "2", "--learning-rate", "0.03",
+                                              "--head", head_choice, "--layer", str(layer))
     history = [h["valid_loss"] for h in report["history"]]
     assert report["epochs"] < 200 and history[-1] > min(history)  # early-stopped: best != last
     expected = len(history) - 1 if head_choice == "last" else int(np.argmin(history))

@@ -12,7 +12,7 @@ import click
 from tunemir import __version__
 from tunemir.checkpoints import CheckpointError
 from tunemir.demo import run_demo
-from tunemir.extract import ExtractError, ExtractUsageError
+from tunemir.extract import ExtractError, ExtractUsageError, resolve_device, shard_status
 from tunemir.extract import extract as run_extract
 from tunemir.extras import MissingExtraError, missing, require
 from tunemir.models import available_models, build_model, get_info
@@ -141,10 +141,10 @@ def main(ctx: click.Context) -> None:
 def extract(model, input_dir, output_dir, checkpoint, layer, batch_size, batch_idx, device, workers,
             frames_per_batch, random_init, list_shards) -> None:
     """Write OUTPUT_DIR/<relative path>.npy, one vector per audio file under INPUT_DIR."""
-    from tunemir.extract import shard_status
-
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise click.BadParameter(f"{device!r}: use auto, cpu, cuda or cuda:N", param_hint="--device")
+    try:
+        resolve_device(device)  # the one rule for device names, checked before any file is touched
+    except ExtractUsageError as err:
+        raise click.BadParameter(str(err), param_hint="--device") from None
     if list_shards and (batch_size is None or batch_idx is not None):
         raise click.UsageError("--list-shards needs --batch_size (the shard size) and no --batch_idx")
     if not get_info(model).needs_weights:

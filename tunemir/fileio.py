@@ -193,7 +193,7 @@ def ensure_writable_dir(path: Path | str) -> Path:
         raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        _create_temp_file(path, "write-check").unlink()
+        check_writable(path)
     except OSError as err:
         raise OSError(err.errno, f"cannot write in {path} ({err.strerror or err})") from None
     return path

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import sys
 from pathlib import Path
 
 import click
 
+from tunemir.extract import ExtractUsageError, resolve_device
 from tunemir.fileio import atomic_path
 from tunemir.probe.config import GRIDS
 from tunemir.probe.data import ProbeDataError, ProbeDirs
@@ -47,17 +47,11 @@ def _name(ctx, param, value: str) -> str:
 
 
 def _device(ctx, param, value: str) -> str:
-    """auto, cpu, cuda or cuda:N; CUDA only where a GPU is visible."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-        raise click.BadParameter(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N (e.g. cuda:0)")
-    if value.startswith("cuda"):
-        import torch
-
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(value.partition(":")[2] or 0)
-        if index >= count:
-            seen = f"only {count} CUDA GPU(s) are visible" if count else "no CUDA GPU is visible"
-            raise click.BadParameter(f"{value} was asked for but {seen}; use --device cpu (or auto)")
+    """auto, cpu, cuda or cuda:N; CUDA only where a GPU is visible (extraction's rule)."""
+    try:
+        resolve_device(value)
+    except ExtractUsageError as err:
+        raise click.BadParameter(str(err)) from None
     return value
 
 
