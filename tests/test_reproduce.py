@@ -185,6 +185,20 @@ def test_docker_mode_commands(tmp_path: Path) -> None:
     assert builds == ["containers/base/Dockerfile", "containers/tune_plus/Dockerfile", "containers/clmr/Dockerfile",
                       "containers/trainer/Dockerfile", "probe/Dockerfile"]  # base first; mine has its own weights
     assert all((REPO / path).is_file() for path in builds)
+    assert "PYTORCH_IMAGE" not in log.read_text() and "WEIGHTS_" not in log.read_text()  # the Dockerfiles' own
+
+    # A base of one's own, a mirror of one model's weights with its pin, and more build options.
+    log.unlink()
+    sha = "ab" * 32
+    env.update(TUNEMIR_PYTORCH_IMAGE="localhost/py:3.11", TUNEMIR_WEIGHTS_URL_TUNE_PLUS="http://127.0.0.1:8000/t.ckpt",
+               TUNEMIR_WEIGHTS_SHA256_TUNE_PLUS=sha, TUNEMIR_BUILD_FLAGS="--network host --no-cache")
+    assert run("0_docker.sh", env).returncode == 0
+    base, tune_plus, clmr, *others = log.read_text().splitlines()
+    assert "--build-arg PYTORCH_IMAGE=localhost/py:3.11" in base and "WEIGHTS_" not in base
+    assert (f"--build-arg=WEIGHTS_URL=http://127.0.0.1:8000/t.ckpt --build-arg=WEIGHTS_SHA256={sha}" in tune_plus
+            and "PYTORCH_IMAGE" not in tune_plus)
+    assert "WEIGHTS_" not in clmr  # only the model named gets them
+    assert all(" --network host --no-cache " in line for line in [base, tune_plus, clmr, *others])
 
     log.unlink()
     assert run("4_grid_config.sh", env).returncode == 0

@@ -1,19 +1,19 @@
-"""Model registry: name -> encoder (TUNe, TUNe+, CLMR SampleCNN) or handcrafted baseline."""
+"""Model registry: name -> encoder (TUNe, TUNe+, CLMR SampleCNN) or handcrafted baseline.
+
+The registry imports no torch; the encoders and their loading (`tunemir.models.loading`) are
+imported on first use of their names here.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from tunemir import checkpoints
-from tunemir.models.base import Encoder
+from tunemir.models.configs import SampleCNNConfig, TuneConfig
 from tunemir.models.handcrafted import HandcraftedFeature
-from tunemir.models.samplecnn import SampleCNN, SampleCNNConfig
-from tunemir.models.tune import Tune, TuneConfig
 
 __all__ = [
     "Encoder", "HandcraftedFeature", "ModelInfo", "SampleCNN", "SampleCNNConfig", "Tune",
@@ -83,16 +83,6 @@ def get_info(name: str) -> ModelInfo:
         ) from None
 
 
-def build_model(name: str, config=None) -> Encoder | HandcraftedFeature:
-    """A freshly initialised model (`config` overrides the registry default)."""
-    config = config if config is not None else get_info(name).config
-    if isinstance(config, SampleCNNConfig):
-        return SampleCNN(config)
-    if isinstance(config, TuneConfig):
-        return Tune(config)
-    return config
-
-
 def config_from_dict(name: str, values: dict) -> SampleCNNConfig | TuneConfig:
     """The registry's configuration of `name` with the fields in `values` replaced (the
     primitives stored in a tunemir checkpoint, or a partial override such as smaller widths)."""
@@ -106,101 +96,26 @@ def config_from_dict(name: str, values: dict) -> SampleCNNConfig | TuneConfig:
     return dataclasses.replace(default, **kwargs)
 
 
-def infer_model(state: dict[str, torch.Tensor]) -> tuple[str, SampleCNNConfig | TuneConfig]:
-    """Recognise an encoder state_dict by its key layout and shapes: (registry name, config).
-
-    TUNe and TUNe+ share key names; TUNe+'s convDown1 takes 3C input channels instead of C.
-    """
-    tune_keys = ("conv1.layers.0.weight", "convDown1.layers.0.weight", "convDown9.layers.0.weight")
-    if all(key in state for key in tune_keys):
-        channels = state[tune_keys[0]].shape[0]
-        plus = state[tune_keys[1]].shape[1] == 3 * channels
-        config = TuneConfig(channels, state[tune_keys[2]].shape[0], plus)
-        return ("tune_plus" if plus else "tune"), config
-    widths = []
-    while f"sequential.{len(widths)}.0.weight" in state:
-        widths.append(state[f"sequential.{len(widths)}.0.weight"].shape[0])
-    if len(widths) >= 2:  # SampleCNN needs a first and a last block; fewer is a damaged file
-        return "clmr", SampleCNNConfig(tuple(widths))
-    sample = ", ".join(sorted(state)[:5])
-    raise checkpoints.CheckpointError(
-        f"the weights are neither a SampleCNN (sequential.N.*) nor a TUNe (conv1.*, convDown1.*) "
-        f"encoder; first keys: {sample}"
-    )
-
-
 def default_weights_path(name: str) -> Path:
     """Where baked-in weights for `name` live: $TUNEMIR_WEIGHTS_DIR/<name>.safetensors."""
     root = Path(os.environ.get(WEIGHTS_DIR_ENV) or DEFAULT_WEIGHTS_DIR).expanduser()
     return root / f"{name}.safetensors"
 
 
-def load_model(
-    name: str, checkpoint: str | os.PathLike | None = None, *, random_init: bool = False
-) -> Encoder | HandcraftedFeature:
-    """An eval-mode model ready for extraction.
-
-    Weights come from `checkpoint` (any format `tunemir.checkpoints` reads), else from the
-    baked-in file at `default_weights_path(name)`. Without either, a model that needs weights
-    refuses to run unless `random_init` (tests and smoke runs only) is set.
-    """
-    info = get_info(name)
-    if not info.needs_weights:
-        return info.config
-    if random_init:
-        if checkpoint is not None:
-            raise ValueError("give either a checkpoint or random_init, not both")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # the same untrained weights every run, so reruns can resume
-            return build_model(name).eval()
-    path = Path(checkpoint) if checkpoint is not None else default_weights_path(name)
-    if checkpoint is None and not path.is_file():
-        raise checkpoints.MissingWeightsError(
-            f"no weights for {name!r}: none are baked in at {path}. Download the released weights "
-            f"from {info.weights_url} and pass --checkpoint PATH (or convert them with "
-            f"`tunemir convert-checkpoint IN {path}`; ${WEIGHTS_DIR_ENV} sets the folder). "
-            f"--random-init runs with untrained weights, for tests only."
-        )
-    model, _, _ = _read_checked(path, name)
-    return model.eval()
+#: What needs torch, imported on first use (PEP 562), so that the registry (`tunemir models`, the
+#: CLI's choices of model names) reads without importing torch: name -> module defining it.
+_TORCH_ATTRIBUTES = {
+    "Encoder": "tunemir.models.base", "SampleCNN": "tunemir.models.samplecnn", "Tune": "tunemir.models.tune",
+    **{name: "tunemir.models.loading" for name in
+       ("build_model", "convert_checkpoint", "infer_model", "load_encoder", "load_model")},
+}
 
 
-def load_encoder(checkpoint: str | os.PathLike, name: str | None = None) -> tuple[Encoder, str]:
-    """An eval-mode encoder from any supported checkpoint and its registry name, recognised from
-    the tensors (`name`, if given, must agree)."""
-    model, detected, _ = _read_checked(checkpoint, name)
-    return model.eval(), detected
+def __getattr__(name: str):
+    if name in _TORCH_ATTRIBUTES:
+        return getattr(importlib.import_module(_TORCH_ATTRIBUTES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, name: str | None = None,
-                       release: dict | None = None) -> dict:
-    """Convert any supported checkpoint to tunemir's safetensors format; returns its metadata.
-
-    The model is recognised from the tensor shapes; `name`, if given, must agree. `release`
-    (the released file's name and pinned sha256) is recorded in the metadata's source.
-    """
-    model, detected, weights = _read_checked(src, name)
-    source = {"file": Path(src).name, "sha256": weights.file_sha256, "format": weights.format,
-              **{f"original_{k}": v for k, v in weights.metadata.items()}}
-    if release:
-        source["release"] = release
-    return checkpoints.save_checkpoint(
-        dst, weights.state_dict, model=detected, config=dataclasses.asdict(model.config), source=source
-    )
-
-
-def _read_checked(path, name: str | None) -> tuple[Encoder, str, checkpoints.EncoderWeights]:
-    """Read a checkpoint, recognise its model (which must be `name` if given) and load it strictly."""
-    weights = checkpoints.read_encoder_weights(path)
-    detected, config = infer_model(weights.state_dict)
-    if name is not None and detected != name:
-        raise checkpoints.CheckpointError(
-            f"{path} holds a {detected!r} encoder, but {name!r} was requested; "
-            f"ask for {detected!r} or pass the matching checkpoint"
-        )
-    model = build_model(detected, config)
-    try:
-        model.load_state_dict(weights.state_dict, strict=True)
-    except RuntimeError as err:
-        raise checkpoints.CheckpointError(f"{path} does not fit {detected!r}: {err}") from None
-    return model, detected, weights
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_TORCH_ATTRIBUTES})

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from tunemir.models.base import Encoder
-
-
-@dataclass(frozen=True)
-class SampleCNNConfig:
-    """Channel widths of the 11 blocks; the default is CLMR's `SampleCNN(strides=[3]*9)`."""
-
-    channels: tuple[int, ...] = (128, 128, 128, 256, 256, 256, 256, 256, 256, 512, 512)
+from tunemir.models.configs import SampleCNNConfig
 
 
 class SampleCNN(Encoder):

@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from tunemir.models.base import Encoder
-
-#: Contracting levels of the U-Net (conv1..conv5); the expanding path has one fewer.
-DEPTH = 5
-#: Pooled blocks in the tail (convDown1..convDown9), the "Tail+5" of TUNe.
-TAIL = 9
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    """`channels` is the first U-Net width C (11 in the paper); widths double per level.
-
-    `plus` adds TUNe+'s "pink links": convDown1..4 also see the expanding-path (and bottleneck)
-    features of matching length. `out_channels` is the representation size (512).
-    """
-
-    channels: int = 11
-    out_channels: int = 512
-    plus: bool = False
+from tunemir.models.configs import DEPTH, TAIL, TuneConfig
 
 
 class ConvBlock(nn.Module):

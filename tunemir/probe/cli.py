@@ -9,12 +9,15 @@ from pathlib import Path
 
 import click
 
-from tunemir.extract import ExtractUsageError, resolve_device
 from tunemir.fileio import atomic_path
 from tunemir.probe.config import GRIDS
 from tunemir.probe.data import ProbeDataError, ProbeDirs
-from tunemir.probe.runs import GridError, check_name, select_best, train_pending, write_grid
+from tunemir.probe.grid import GridError, check_name, select_best, write_grid
+from tunemir.probe.report import build_report
 from tunemir.probe.tasks import TaskError
+
+# Only `probe train` needs torch: it imports the device rule and the trainer when it runs, so that
+# `probe grid`, `evaluate` and `report` (once per dataset x representation in reproduce/) start fast.
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 
@@ -48,6 +51,8 @@ def _name(ctx, param, value: str) -> str:
 
 def _device(ctx, param, value: str) -> str:
     """auto, cpu, cuda or cuda:N; CUDA only where a GPU is visible (extraction's rule)."""
+    from tunemir.extract import ExtractUsageError, resolve_device
+
     try:
         resolve_device(value)
     except ExtractUsageError as err:
@@ -79,6 +84,8 @@ def grid(dataset: str, representation: str, grid: str, dirs: ProbeDirs) -> None:
 @_dirs_options
 def train(dataset: str, representation: str, device: str, dirs: ProbeDirs) -> None:
     """Train every pending config of the grid together; finished configs are skipped."""
+    from tunemir.probe.runs import train_pending
+
     summary = train_pending(dataset, representation, dirs, device=device)
     if not summary.trained and not summary.failed:
         click.echo(f"nothing to do: all {summary.total} configs of {dataset}/{representation} are already trained")
@@ -126,8 +133,6 @@ def evaluate(dataset: str, representation: str, split: str, expected_num_runs: i
 @_dirs_options
 def report(output_dir: Path, datasets: tuple[str, ...], representations: tuple[str, ...], dirs: ProbeDirs) -> None:
     """Tables (Markdown, CSV) and plots for every dataset x representation with trained probes."""
-    from tunemir.probe.report import build_report
-
     paths = build_report(dirs, output_dir, datasets, representations)
     click.echo(paths["markdown"].read_text())
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tunemir.fileio import atomic_path
 from tunemir.probe.data import ProbeDirs
-from tunemir.probe.runs import GridError, select_best
+from tunemir.probe.grid import GridError, select_best
 from tunemir.probe.tasks import load_task
 
 log = logging.getLogger(__name__)
