@@ -27,6 +27,7 @@ NEED_GB=25
 
 # shellcheck source=.ci/engine.sh
 source .ci/engine.sh
+START=$SECONDS
 if ! engine_install; then
   echo "images: SKIPPED: no container engine can be installed on this machine (see the line above);" \
        "the images were NOT built or tested" >&2
@@ -40,7 +41,8 @@ free_gb=$(df -P -BG "$(dirname "$ENGINE_HOME")" | awk 'NR == 2 {print int($4)}')
 engine_setup
 
 TIMES=$WORK/times.tsv
-rm -rf "$WORK"; mkdir -p "$WORK"; : >"$TIMES"
+rm -rf "$WORK"; mkdir -p "$WORK"
+printf 'engine set-up (podman, compose, stand-in base)\t%d\n' $(( SECONDS - START )) >"$TIMES"
 step() {  # NAME COMMAND...: run it, record how long it took
   local name=$1 start=$SECONDS
   shift
@@ -173,6 +175,7 @@ step "docker compose run --rm probe (4-6, one task)" env TUNEMIR_CACHE_DIR="$WOR
 "${CHECK[@]}" results cache/reproduce/results cache2/reproduce/results
 cat cache2/reproduce/report/results.md
 
+printf 'all of .ci/images.sh\t%d\n' $(( SECONDS - START )) >>"$TIMES"
 echo "=== images: times (s)"; cat "$TIMES"
 echo "=== images: sizes"; cat "$WORK/sizes.tsv"
 echo "images: all checks passed"

@@ -495,3 +495,13 @@ def test_shipped_paper_config_is_the_default_recipe():
     from tunemir.pretrain.config import load_config
 
     assert load_config(ROOT / "configs" / "paper.yaml") == load_config()
+
+
+def test_compose_services_run_as_tunemir_user():
+    # Every service that mounts host folders runs as TUNEMIR_USER: the images' uid 1000 unless
+    # set (.env), so that a host user of another uid can write and read its own folders.
+    for name, service in compose()["services"].items():
+        if not service.get("volumes"):
+            continue
+        assert interpolate(str(service.get("user", ""))) == "1000:1000", name
+        assert interpolate(str(service["user"]), {"TUNEMIR_USER": "4321:100"}) == "4321:100", name
