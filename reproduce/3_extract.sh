@@ -35,6 +35,10 @@ tunemir_extract() {
     if [[ " $MODELS_WITH_IMAGES " == *" $model "* ]]; then
       docker run "${flags[@]}" "$IMAGES/representations_$model" "${args[@]}"
     else
+      # librosa's numba code, compiled by the first container (about 13 s) and cached for the
+      # others; numba keys its cache by CPU, so a cache moved to another machine recompiles.
+      mkdir -p "$STATE/numba"
+      flags+=(-v "$STATE/numba:/numba" -e NUMBA_CACHE_DIR=/numba)
       docker run "${flags[@]}" "$IMAGES/probe" extract "$model" /input /output "${args[@]}"
     fi
   fi

@@ -160,6 +160,7 @@ def test_docker_mode_commands(tmp_path: Path) -> None:
         f"run --rm -u {uid} --shm-size 8g -v {wav}:/input:ro -v {out}/tune_plus:/output "
         f"tunemir/representations_tune_plus --batch_size 2 --list-shards",
         f"run --rm -u {uid} --shm-size 8g -v {wav}:/input:ro -v {out}/chroma:/output "
+        f"-v {cache}/reproduce/numba:/numba -e NUMBA_CACHE_DIR=/numba "
         f"tunemir/probe extract chroma /input /output --batch_size 2 --list-shards",
         f"run --rm -u {uid} --shm-size 8g -v {wav}:/input:ro -v {out}/mine:/output -v {ckpt.parent}:/weights:ro "
         f"tunemir/representations_tune --batch_size 2 --list-shards --checkpoint /weights/last.ckpt"]
@@ -171,6 +172,7 @@ def test_docker_mode_commands(tmp_path: Path) -> None:
     assert (f"run --rm -u {uid} --shm-size 8g -v {wav}:/input:ro -v {out}/tune_plus:/output --gpus device=0 "
             f"tunemir/representations_tune_plus --batch_size 2 --batch_idx 0") in calls
     assert (f"run --rm -u {uid} --shm-size 8g -v {wav}:/input:ro -v {out}/chroma:/output --gpus device=1 "
+            f"-v {cache}/reproduce/numba:/numba -e NUMBA_CACHE_DIR=/numba "
             f"tunemir/probe extract chroma /input /output --batch_size 2 --batch_idx 2") in calls
     assert (f"run --rm -u {uid} --shm-size 8g -v {wav}:/input:ro -v {out}/mine:/output --gpus device=1 -v {ckpt.parent}:/weights:ro "
             f"tunemir/representations_tune --batch_size 2 --batch_idx 2 --checkpoint /weights/last.ckpt") in calls
