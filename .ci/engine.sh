@@ -73,19 +73,30 @@ SH
   export PATH=$ENGINE_BIN:$PATH
 }
 
+engine_ping() {  # SOCKET: whether a Docker API answers /_ping there
+  python3 - "$1" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(2)
+s.connect(sys.argv[1])
+s.sendall(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
+sys.exit(0 if s.recv(64).split()[1:2] == [b"200"] else 1)
+PY
+}
+
 engine_api() {  # the Docker API, which Compose talks to, served by podman on a socket
   local socket=$ENGINE_HOME/run/podman.sock
   mkdir -p "$ENGINE_HOME/run"
-  if [[ ! -S $socket ]] || ! curl -sf --unix-socket "$socket" http://d/_ping >/dev/null; then
+  if ! engine_ping "$socket"; then
     rm -f "$socket"
     podman system service --time=0 "unix://$socket" >"$ENGINE_HOME/service.log" 2>&1 &
     ENGINE_API_PID=$!
     for _ in $(seq 50); do
-      curl -sf --unix-socket "$socket" http://d/_ping >/dev/null && break
+      engine_ping "$socket" && break
       sleep 0.2
     done
   fi
-  curl -sf --unix-socket "$socket" http://d/_ping >/dev/null \
+  engine_ping "$socket" \
     || { engine_fail "podman system service did not answer on $socket (log: $ENGINE_HOME/service.log)"; return 1; }
   export DOCKER_HOST=unix://$socket
 }
