@@ -262,7 +262,7 @@ def test_base_and_probe_commands_work():
 
 def test_trainer_command_is_the_paper_recipe():
     argv = command(ROOT / "containers/trainer/Dockerfile")
-    assert argv == ["tunemir", "train"]
+    assert argv == ["tunemir", "train", "--resume", "auto"]  # a rerun continues the run
     result = CliRunner().invoke(main, [*argv[1:], "--print-config"])
     assert result.exit_code == 0, result.output
     config = yaml.safe_load(result.output)

@@ -367,3 +367,24 @@ def test_divergence_after_a_good_epoch_keeps_the_good_checkpoint(tmp_path, audio
     assert sorted(p.name for p in last.parent.glob("*.ckpt")) == ["epoch=00000.ckpt", "last.ckpt"]
     state = torch.load(last, weights_only=True)
     assert state["epoch"] == 0 and all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+@pytest.mark.slow
+def test_a_rerun_never_overwrites_a_run_and_resume_auto_continues_it(tmp_path, audio_dir):
+    """`tunemir train` again under a run's name (what `docker compose up trainer` does after a
+    crash) is refused without --resume; --resume auto continues the run, or starts one."""
+    args = ["train", "--model", "clmr", "--encoder_config", TINY_CLMR, "--audio_dir", str(audio_dir),
+            "--audio_cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "runs"), "--name", "r",
+            "--batch_size", "4", "--checkpoint_every_n_epochs", "1", "--num_workers", "0", "--accelerator", "cpu",
+            "--no-progress"]
+    last = tmp_path / "runs" / "r" / "checkpoints" / "last.ckpt"
+    first = CliRunner().invoke(main, [*args, "--max_epochs", "1", "--resume", "auto"])  # nothing yet: a new run
+    assert first.exit_code == 0, first.output
+    before = last.read_bytes()
+    again = CliRunner().invoke(main, [*args, "--max_epochs", "2"])
+    assert again.exit_code == 2 and "already holds checkpoints" in again.output and "--resume last" in again.output
+    assert last.read_bytes() == before  # nothing written
+    resumed = CliRunner().invoke(main, [*args, "--max_epochs", "2", "--resume", "auto"])
+    assert resumed.exit_code == 0, resumed.output
+    state = torch.load(last, weights_only=True)
+    assert (state["epoch"], state["global_step"]) == (1, 4)  # one more epoch on top of the first

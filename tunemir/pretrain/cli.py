@@ -70,8 +70,10 @@ Checkpoints load directly in `tunemir extract --checkpoint` and CLMR's/TUNe's ow
 @click.command(help=PAPER_RECIPE, context_settings={"max_content_width": 100})
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML file of options (as --print-config writes).")
-@click.option("--resume", help="Checkpoint to continue from, or 'last' for this run's checkpoints/last.ckpt; "
-                               "its stored options are the base that --config and typed options override.")
+@click.option("--resume", help="Checkpoint to continue from; 'last' for this run's checkpoints/last.ckpt; 'auto' "
+                               "for 'last' if it exists, else a new run. The checkpoint's stored options are the base "
+                               "that --config and typed options override. Without --resume a run whose folder already "
+                               "holds checkpoints is refused, so that none is overwritten.")
 @click.option("--print-config", is_flag=True, help="Print the resolved options as YAML and exit.")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 @_config_options
@@ -86,9 +88,16 @@ def train(config_file, resume, print_config, progress, **options) -> None:
     if print_config:
         click.echo(dump_config(config), nl=False)
         return
-    from tunemir.pretrain.module import ResumeError, TrainingError
+    from tunemir.pretrain.module import ResumeError, TrainingError, run_dir
     from tunemir.pretrain.module import train as run_train
 
+    if checkpoint is None:  # a new run must not write over another run's checkpoints
+        held = sorted(p.name for p in (run_dir(config) / "checkpoints").glob("*.ckpt"))
+        if held:
+            raise click.UsageError(
+                f"the run folder {run_dir(config)} already holds checkpoints ({', '.join(held[:3])}"
+                f"{', ...' if len(held) > 3 else ''}); continue that run with --resume last (or --resume auto), or "
+                f"start a new one with another --name")
     try:
         folder = run_train(config, resume=checkpoint, progress=progress)
     except ConfigError as err:
@@ -103,7 +112,13 @@ def resolve_config(config_file, overrides: dict, resume: str | None):
     checkpoint's stored options are the base, and the options that shape the network must agree."""
     if resume is None:
         return load_config(config_file, overrides), None
-    from tunemir.pretrain.module import ResumeError, resolve_resume, stored_config
+    from tunemir.pretrain.module import ResumeError, resolve_resume, run_dir, stored_config
+
+    if resume == "auto":  # continue this run if it has a last checkpoint, else start it
+        config = load_config(config_file, overrides)
+        if not (run_dir(config) / "checkpoints" / "last.ckpt").is_file():
+            return config, None
+        resume = "last"
 
     path = resolve_resume(load_config(config_file, overrides) if resume == "last" else None, resume)
     try:
