@@ -147,6 +147,12 @@ mkdir -p runs
 step "docker compose build trainer probe" "${compose[@]}" --profile probe build trainer probe
 step "docker compose up trainer (2 epochs)" "${compose[@]}" up --abort-on-container-exit trainer
 "${compose[@]}" down >/dev/null 2>&1
+# Up again (as after a crash): --resume auto finds the run finished and writes nothing over it.
+trained=$(sha256sum runs/pretrain/ci-small/checkpoints/last.ckpt)
+step "docker compose up trainer again (resumes: nothing to do)" "${compose[@]}" up --abort-on-container-exit trainer
+"${compose[@]}" down >/dev/null 2>&1
+[[ $(sha256sum runs/pretrain/ci-small/checkpoints/last.ckpt) == "$trained" ]] \
+  || { echo "images: the second docker compose up trainer changed the first run's checkpoint" >&2; exit 1; }
 # From here on, a third representation: the weights just trained, extracted by the tune_plus image.
 export TUNEMIR_REPRESENTATIONS="chroma tune_plus ci=tune_plus"
 export TUNEMIR_CHECKPOINT_CI=$WORK/runs/pretrain/ci-small/checkpoints/last.ckpt
