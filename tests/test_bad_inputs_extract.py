@@ -255,6 +255,100 @@ CASES = [
 ]
 
 
+# A model of one's own (`tunemir extract FILE.py:FUNCTION`): the file, its build() and its module's outputs.
+MODEL_HEAD = """
+import torch
+from torch import nn
+
+
+class Energy(nn.Module):
+    def forward(self, frames):  # (B, samples) -> (B, 2)
+        return torch.stack([frames.pow(2).mean(1), frames.abs().amax(1)], dim=1)
+
+
+SPEC = {"sample_rate": 8000, "frame_length": 800}
+"""
+
+
+def model_file(body: str, name: str = "m.py"):
+    """setup: short audio (see `audio`) and {tmp}/<name>: MODEL_HEAD followed by `body`."""
+    def setup(tmp: Path) -> None:
+        audio("a.wav")(tmp)
+        (tmp / name).write_text(MODEL_HEAD + body)
+    return setup
+
+
+def custom(reference: str = "{tmp}/m.py:build", *flags: str) -> tuple[str, ...]:
+    return ("extract", reference, "{tmp}/in", "{tmp}/out", "--workers", "0", *flags)
+
+
+GOOD_BUILD = "def build():\n    return Energy(), SPEC\n"
+CASES += [
+    BadInput("custom-model-file-missing", custom("{tmp}/nope.py:build"), ("{tmp}/nope.py", "does not exist",
+             "python file"), 2, audio("a.wav")),
+    BadInput("custom-model-file-a-folder", custom("{tmp}/in.py:build"), ("{tmp}/in.py", "is a folder"), 2,
+             then(audio("a.wav"), mkdir("in.py"))),
+    BadInput("custom-model-without-function", custom("{tmp}/m.py"), ("m.py", "FILE.py:FUNCTION", "m.py:build"), 2,
+             model_file(GOOD_BUILD)),
+    BadInput("custom-model-function-not-an-identifier", custom("{tmp}/m.py:1build"), ("names no function",
+             "FILE.py:FUNCTION"), 2, model_file(GOOD_BUILD)),
+    BadInput("custom-model-no-such-function", custom("{tmp}/m.py:make"), ("{tmp}/m.py", "no function make()",
+             "defined there: build", "m.py:NAME"), 1, model_file(GOOD_BUILD)),
+    BadInput("custom-model-syntax-error", custom(), ("{tmp}/m.py", "failed to import", "SyntaxError", "fix the file"),
+             1, model_file("def build(:\n    pass\n")),
+    BadInput("custom-model-missing-import", custom(), ("{tmp}/m.py", "ModuleNotFoundError", "fix the file"), 1,
+             model_file("import not_a_package_anywhere\n" + GOOD_BUILD)),
+    BadInput("custom-build-raises", custom(), ("{tmp}/m.py:build", "RuntimeError: no GPU here", "fix the build"), 1,
+             model_file("def build():\n    raise RuntimeError('no GPU here')\n")),
+    BadInput("custom-build-needs-arguments", custom(), ("{tmp}/m.py:build", "TypeError", "takes no arguments"), 1,
+             model_file("def build(size):\n    return Energy(), SPEC\n")),
+    BadInput("custom-build-returns-module-only", custom(), ("m.py:build", "returned a Energy",
+             "return (module, spec)"), 1, model_file("def build():\n    return Energy()\n")),
+    BadInput("custom-build-returns-a-function", custom(), ("returned a function as the module",
+             "torch.nn.Module"), 1, model_file("def build():\n    return (lambda x: x), SPEC\n")),
+    BadInput("custom-build-returns-no-spec", custom(), ("returned a NoneType as the spec", "ModelSpec"), 1,
+             model_file("def build():\n    return Energy(), None\n")),
+    BadInput("custom-spec-unknown-field", custom(), ("not a ModelSpec", "'rate'", "sample_rate"), 1,
+             model_file("def build():\n    return Energy(), {'rate': 8000}\n")),
+    BadInput("custom-spec-negative-rate", custom(), ("m.py:build", "sample_rate must be a positive", "-8000"), 1,
+             model_file("def build():\n    return Energy(), {**SPEC, 'sample_rate': -8000}\n")),
+    BadInput("custom-spec-rate-a-string", custom(), ("sample_rate must be a positive whole number", "'16k'"), 1,
+             model_file("def build():\n    return Energy(), {**SPEC, 'sample_rate': '16k'}\n")),
+    BadInput("custom-spec-overlapping-hop", custom(), ("hop_length 400", "non-overlapping"), 1,
+             model_file("def build():\n    return Energy(), {**SPEC, 'hop_length': 400}\n")),
+    BadInput("custom-spec-unknown-pooling", custom(), ("pooling must be one of mean, max", "'median'"), 1,
+             model_file("def build():\n    return Energy(), {**SPEC, 'pooling': 'median'}\n")),
+    BadInput("custom-spec-whole-file-front-end", custom(), ("front_end 'whole_file'", "declare front_end"), 1,
+             model_file("def build():\n    return Energy(), {**SPEC, 'front_end': 'whole_file'}\n")),
+    BadInput("custom-output-not-pooled-over-time", custom(), ("m.py:build", "shape (2, 1, 800)", "shape (B, D)",
+             "pool over time"), 1, model_file(
+        "class Raw(nn.Module):\n    def forward(self, x):\n        return x[:, None]\n"
+        "def build():\n    return Raw(), SPEC\n")),
+    BadInput("custom-output-wrong-batch", custom(), ("shape (1, 2)", "(2, D)"), 1, model_file(
+        "class One(Energy):\n    def forward(self, x):\n        return super().forward(x)[:1]\n"
+        "def build():\n    return One(), SPEC\n")),
+    BadInput("custom-output-integers", custom(), ("torch.int64", "float vectors"), 1, model_file(
+        "class Ints(Energy):\n    def forward(self, x):\n        return super().forward(x).long()\n"
+        "def build():\n    return Ints(), SPEC\n")),
+    BadInput("custom-output-nan", custom(), ("m.py:build", "NaN or infinite", "fix its forward"), 1, model_file(
+        "class Normed(Energy):\n    def forward(self, x):\n        e = super().forward(x)\n"
+        "        return e / e.sum(1, keepdim=True)\n"
+        "def build():\n    return Normed(), SPEC\n")),
+    BadInput("custom-frame-length-does-not-fit-the-module", custom(), ("failed on a batch of 2 frames of 800 samples",
+             "check frame_length"), 1, model_file("def build():\n    return nn.Linear(1000, 4), SPEC\n")),
+    BadInput("custom-layer-not-declared", custom("{tmp}/m.py:build", "--layer", "1"), ("layer 1", "num_layers=1",
+             "--layer 0 to 0"), 2, model_file(GOOD_BUILD)),
+    BadInput("custom-with-checkpoint", custom("{tmp}/m.py:build", "--checkpoint", "{tmp}/tiny.safetensors"),
+             ("--checkpoint", "build() makes its module", "drop --checkpoint"), 2, model_file(GOOD_BUILD)),
+    BadInput("custom-with-random-init", custom("{tmp}/m.py:build", "--random-init"),
+             ("--random-init", "drop --random-init"), 2, model_file(GOOD_BUILD)),
+    BadInput("custom-model-changed-since", custom(), ("model_source", "other settings", "another output folder"), 2,
+             then(model_file(GOOD_BUILD), lambda tmp: check_bad_input(BadInput("first", custom(), (), 0), tmp),
+                  lambda tmp: (tmp / "m.py").write_text(MODEL_HEAD + GOOD_BUILD + "# tuned\n"))),
+    BadInput("model-name-typo-suggests-files", ("extract", "TUNE", "{tmp}/in", "{tmp}/out"),
+             ("'TUNE' is not one of", "'tune'", "FILE.py:FUNCTION"), 2, audio("a.wav")),
+]
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_bad_input(case: BadInput, tmp_path: Path):
     check_bad_input(case, tmp_path)

@@ -99,7 +99,7 @@ def load_mono(path: Path | str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def iter_frames(
-    path: Path | str, max_frames: int = 16, frame_length: int = FRAME_LENGTH
+    path: Path | str, max_frames: int = 16, frame_length: int = FRAME_LENGTH, sample_rate: int = SAMPLE_RATE
 ) -> Iterator[np.ndarray]:
     """Stream a file as chunks of at most `max_frames` non-overlapping frames, (n, frame_length).
 
@@ -109,7 +109,7 @@ def iter_frames(
     pending = np.zeros(0, np.float32)
     emitted = False
     chunk = max_frames * frame_length
-    for mono in iter_mono(path):
+    for mono in iter_mono(path, sample_rate):
         pending = np.concatenate([pending, mono]) if len(pending) else mono
         while len(pending) >= chunk:
             yield pending[:chunk].reshape(max_frames, frame_length)

@@ -22,10 +22,14 @@ from tunemir.extract.records import (
     read_source_record, record_path, source_stamp, write_run_report,
 )
 from tunemir.fileio import check_writable, remove_stale_temps
-from tunemir.models import Encoder, HandcraftedFeature, default_weights_path, load_model
+from tunemir.models import (
+    HandcraftedFeature, ModelSpec, UnknownModelError, available_models, default_weights_path, get_info, load_model,
+)
+from tunemir.models.custom import CustomModelError, entry_point_names, is_custom_reference, load_custom
 
 __all__ = [
-    "MANIFEST_NAME", "SOURCES_DIR", "ExtractError", "ExtractSummary", "ExtractUsageError", "default_frames_per_batch",
+    "MANIFEST_NAME", "SOURCES_DIR", "ExtractError", "ExtractSummary", "ExtractUsageError", "LoadedModel",
+    "default_frames_per_batch",
     "default_workers", "discover_audio", "extract", "find_audio_files", "is_valid_output", "resolve_device",
     "select_shard", "shard_status",
 ]
@@ -40,6 +44,16 @@ class ExtractUsageError(ValueError):
 class ExtractError(Exception):
     """The run as a whole cannot proceed: no audio, an unusable output folder, a broken checkpoint.
     The message names the path and the fix."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to extract with, and what the pipeline reads of it."""
+
+    rep: torch.nn.Module | HandcraftedFeature
+    spec: ModelSpec  #: its declarations: sample rate, window, front end, pooling, layers
+    dim: int  #: the length of its vectors at the chosen layer
+    source: dict | None = None  #: a custom model's file and sha256 (or entry point); None for the registry's
 
 
 @dataclass
@@ -201,8 +215,12 @@ def extract(
 ) -> ExtractSummary:
     """Write `output_dir/<relative path>.npy` (float32, 1-D) for each audio file of the shard.
 
-    Per file: decode, average channels, resample to 22.05 kHz (soxr HQ), cut into
-    non-overlapping 59,049-sample frames, encode, average over frames. Existing valid outputs
+    `model` is a registry name, a model file `FILE.py:FUNCTION` or a `tunemir.models` entry
+    point (see `tunemir.models.custom`; loading one runs its code). Per file, as the model
+    declares (`ModelSpec`): decode, average channels, resample to its sample rate (soxr HQ;
+    22.05 kHz for tunemir's models), cut into non-overlapping frames of its frame length
+    (59,049 samples), encode, pool the frame vectors (mean); a whole-file feature takes the
+    whole signal instead. Existing valid outputs
     are kept if their audio has not changed since (its size and mtime are recorded under
     `OUT/.tunemir-sources/`); each output is written atomically; a file that fails (decoding,
     a non-finite vector, an output path in the way, an output name shared with another input
@@ -216,9 +234,10 @@ def extract(
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     files, unreadable = _list_inputs(input_dir, checkpoint, random_init)
     shard = select_shard(files, batch_size, batch_idx)
-    rep, dim = _load(model, checkpoint, layer, random_init)
+    loaded = _load(model, checkpoint, layer, random_init)
+    dim = loaded.dim
     dev = resolve_device(device)
-    manifest = build_manifest(model, rep, checkpoint, layer, dim, random_init)
+    manifest = build_manifest(model, loaded.rep, loaded.spec, checkpoint, layer, dim, random_init, loaded.source)
     _prepare_output(output_dir, manifest)
 
     summary = ExtractSummary(total=len(shard) + len(unreadable))
@@ -228,15 +247,17 @@ def extract(
              model, len(shard), summary.skipped, len(jobs))
     stages = {}
     if jobs:
-        n_workers = workers if workers is not None else default_workers(dev, neural=isinstance(rep, Encoder))
+        n_workers = workers if workers is not None else default_workers(dev, neural=loaded.spec.framed)
         bar = Progress(len(jobs), f"extract {model}", progress)
         try:
             with _strict_float32():
-                stats = run_jobs(rep, jobs, device=dev, workers=n_workers, layer=layer,
+                stats = run_jobs(loaded.rep, jobs, spec=loaded.spec, device=dev, workers=n_workers, layer=layer,
                                  batch_frames=frames_per_batch or default_frames_per_batch(dev),
                                  progress=bar, failed=summary.failed)
         except OutputFolderError as err:
             raise ExtractError(_folder_failure(output_dir, err.err, during_run=True)) from None
+        except CustomModelError as err:  # its output changed shape on real audio
+            raise ExtractError(f"{err}; the vectors already written are complete and kept") from None
         finally:
             bar.close()
         summary.written, summary.audio_seconds = stats.written, stats.audio_seconds
@@ -285,9 +306,10 @@ def shard_status(
     if batch_size < 1:
         raise ExtractUsageError(f"--batch_size must be at least 1, got {batch_size}")
     files, unreadable = _list_inputs(input_dir, checkpoint, random_init)
-    rep, dim = _load(model, checkpoint, layer, random_init)
+    loaded = _load(model, checkpoint, layer, random_init)
+    dim = loaded.dim
     n_shards = len(range(0, len(files), batch_size))
-    manifest = build_manifest(model, rep, checkpoint, layer, dim, random_init)
+    manifest = build_manifest(model, loaded.rep, loaded.spec, checkpoint, layer, dim, random_init, loaded.source)
     try:
         check_manifest(output_dir / MANIFEST_NAME, manifest)
     except ManifestMismatchError:  # missing, or other settings: running a shard says which
@@ -315,13 +337,30 @@ def _list_inputs(input_dir: Path, checkpoint: Path | None, random_init: bool) ->
     return files, unreadable
 
 
-def _load(model: str, checkpoint: Path | None, layer: int, random_init: bool) -> tuple[Encoder | HandcraftedFeature, int]:
-    """The model and the length of its vectors at `layer`; a checkpoint holding NaN is refused."""
-    rep = load_model(model, checkpoint, random_init=random_init)
-    if not isinstance(rep, Encoder):
+def _load(model: str, checkpoint: Path | None, layer: int, random_init: bool) -> LoadedModel:
+    """The model, its declarations and the length of its vectors at `layer`; a checkpoint holding
+    NaN is refused."""
+    source = None
+    if is_custom_reference(model) or (model not in available_models() and model in entry_point_names()):
+        if checkpoint is not None or random_init:
+            flag = "--checkpoint" if checkpoint is not None else "--random-init"
+            raise ExtractUsageError(f"{flag} is for tunemir's own models; {model}'s build() makes its module "
+                                    f"with its weights, so drop {flag}")
+        try:
+            custom = load_custom(model)
+        except CustomModelError as err:
+            raise ExtractError(str(err)) from None
+        rep, spec, source = custom.encoder, custom.spec, custom.source
+    else:
+        try:
+            spec = get_info(model).spec
+        except UnknownModelError as err:
+            raise ExtractUsageError(f"{err}; or name a model file as FILE.py:FUNCTION") from None
+        rep = load_model(model, checkpoint, random_init=random_init)
+    if not spec.framed:
         if layer != 0:
             raise ExtractUsageError(f"{model} is a handcrafted feature with no layers; drop --layer")
-        return rep, rep.dim
+        return LoadedModel(rep, spec, rep.dim)
     try:
         rep.check_layer(layer)
     except ValueError as err:
@@ -329,12 +368,12 @@ def _load(model: str, checkpoint: Path | None, layer: int, random_init: bool) ->
     broken = [name for name, tensor in rep.state_dict().items()
               if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if broken:
-        where = checkpoint or default_weights_path(model)
+        where = (source or {}).get("file") or checkpoint or default_weights_path(model)
         raise ExtractError(
             f"{where}: {len(broken)} tensors hold NaN or infinite values ({', '.join(broken[:3])}"
             f"{', ...' if len(broken) > 3 else ''}), so every vector would be NaN. The checkpoint is broken "
             f"(trained to a NaN loss?): use an earlier checkpoint of the run, or train again")
-    return rep, rep.layer_dims[layer]
+    return LoadedModel(rep, spec, rep.layer_dims[layer], source)
 
 
 def _prepare_output(output_dir: Path, manifest: dict) -> None:

@@ -14,12 +14,39 @@ from tunemir.extract import ExtractError, ExtractUsageError, resolve_device, sha
 from tunemir.extract import extract as run_extract
 from tunemir.extras import MissingExtraError, require
 from tunemir.models import available_models, get_info
+from tunemir.models.custom import entry_point_names, is_custom_reference
 from tunemir.models import convert_checkpoint as convert
 from tunemir.weights import RELEASES, WeightsError, WeightsUsageError, fetch_weights
 
 
+class ModelName(click.ParamType):
+    """A registry name, a model file `FILE.py:FUNCTION` or an installed `tunemir.models` entry point."""
+
+    name = "MODEL"
+
+    def convert(self, value, param, ctx):
+        if value in available_models() or value in entry_point_names():
+            return value
+        if is_custom_reference(value):
+            file, _, function = value.rpartition(":") if ".py:" in value else (value, "", "")
+            if not function.isidentifier():
+                self.fail(f"{value!r} names no function in the model file: write FILE.py:FUNCTION, e.g. "
+                          f"{file}:build", param, ctx)
+            if not Path(file).expanduser().is_file():
+                what = "is a folder" if Path(file).expanduser().is_dir() else "does not exist"
+                self.fail(f"model file {file} {what}: give the path of a Python file defining {function}()",
+                          param, ctx)
+            return value
+        offered = ", ".join(repr(name) for name in available_models() + entry_point_names())
+        self.fail(f"{value!r} is not one of {offered}; or name a model file of your own as FILE.py:FUNCTION",
+                  param, ctx)
+
+    def get_metavar(self, param, *args, **kwargs) -> str:
+        return "{" + "|".join(available_models()) + "|FILE.py:FUNCTION}"
+
+
 @click.command()
-@click.argument("model", type=click.Choice(available_models()))
+@click.argument("model", type=ModelName())
 @click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -37,14 +64,21 @@ from tunemir.weights import RELEASES, WeightsError, WeightsUsageError, fetch_wei
               help="Print 'INDEX done' or 'INDEX todo' per shard of --batch_size files and exit (nothing is written).")
 def extract(model, input_dir, output_dir, checkpoint, layer, batch_size, batch_idx, device, workers,
             frames_per_batch, random_init, list_shards) -> None:
-    """Write OUTPUT_DIR/<relative path>.npy, one vector per audio file under INPUT_DIR."""
+    """Write OUTPUT_DIR/<relative path>.npy, one vector per audio file under INPUT_DIR.
+
+    MODEL is one of tunemir's models, or your own: FILE.py:FUNCTION, where FUNCTION() returns
+    (module, spec), a torch module mapping frames (B, samples) to vectors (B, D) and a
+    tunemir.models.ModelSpec (or dict) declaring sample_rate, frame_length, pooling and
+    num_layers; or the name of a `tunemir.models` entry point of an installed package.
+    Loading FILE.py runs its code, as `python FILE.py` would: name only files you trust.
+    """
     try:
         resolve_device(device)  # the one rule for device names, checked before any file is touched
     except ExtractUsageError as err:
         raise click.BadParameter(str(err), param_hint="--device") from None
     if list_shards and (batch_size is None or batch_idx is not None):
         raise click.UsageError("--list-shards needs --batch_size (the shard size) and no --batch_idx")
-    if not get_info(model).needs_weights:
+    if model in available_models() and not get_info(model).needs_weights:
         try:
             require("handcrafted", f"tunemir extract {model}")
         except MissingExtraError as err:

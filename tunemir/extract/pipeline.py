@@ -21,8 +21,8 @@ from tqdm import tqdm
 from tunemir.audio import AudioDecodeError, iter_frames, load_mono
 from tunemir.extract.records import write_source_record
 from tunemir.fileio import NAME_MAX, atomic_path
-from tunemir.models import Encoder, HandcraftedFeature
-from tunemir.models.base import InferenceEncoder
+from tunemir.models import HandcraftedFeature, ModelSpec
+from tunemir.models.loading import inference_module
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,11 @@ class _Item:
 
 
 class _DecodeStream(IterableDataset):
-    """Decodes the jobs (split among DataLoader workers) into frame chunks or feature vectors."""
+    """Decodes the jobs (split among DataLoader workers) into frame chunks or feature vectors, at the
+    sample rate and frame length the model declares (`spec`)."""
 
-    def __init__(self, jobs: list[Job], feature: HandcraftedFeature | None = None):
-        self.jobs = jobs
-        self.feature = feature
+    def __init__(self, jobs: list[Job], spec: ModelSpec, feature: HandcraftedFeature | None = None):
+        self.jobs, self.spec, self.feature = jobs, spec, feature
 
     def __iter__(self) -> Iterator[_Item]:
         info = get_worker_info()
@@ -120,10 +120,11 @@ class _DecodeStream(IterableDataset):
         tick, seconds, error, vector = time.perf_counter(), 0.0, None, None
         try:
             if self.feature is not None:
-                signal = load_mono(path)
+                signal = load_mono(path, self.spec.sample_rate)
                 vector = self.feature(signal)
             else:
-                for chunk in iter_frames(path, max_frames=CHUNK_FRAMES):
+                for chunk in iter_frames(path, max_frames=CHUNK_FRAMES, frame_length=self.spec.frame_length,
+                                         sample_rate=self.spec.sample_rate):
                     yield _Item(job, frames=torch.from_numpy(chunk))
             seconds = sf.info(str(path)).duration  # the file's length, not the framed part
         except AudioDecodeError as err:
@@ -138,20 +139,21 @@ def _keep(item: _Item) -> _Item:
     return item
 
 
-def _stream(jobs: list[Job], workers: int, pin: bool, feature: HandcraftedFeature | None = None) -> DataLoader:
-    return DataLoader(_DecodeStream(jobs, feature), batch_size=None, num_workers=workers, collate_fn=_keep,
+def _stream(jobs: list[Job], spec: ModelSpec, workers: int, pin: bool,
+            feature: HandcraftedFeature | None = None) -> DataLoader:
+    return DataLoader(_DecodeStream(jobs, spec, feature), batch_size=None, num_workers=workers, collate_fn=_keep,
                       pin_memory=pin, prefetch_factor=4 if workers else None)
 
 
 class FrameAverager:
-    """Packs frames of many files into device batches of `batch_frames` and averages the
-    frame vectors back per file (in float64), calling `done(job, vector)` once a file's last
-    frame is encoded."""
+    """Packs frames of many files into device batches of `batch_frames` and pools the frame
+    vectors back per file (`pooling`: "mean", in float64, or "max"), calling `done(job, vector)`
+    once a file's last frame is encoded."""
 
-    def __init__(self, model: Encoder, device: torch.device, layer: int, batch_frames: int,
-                 done: Callable[[int, np.ndarray], None], stats: Stats):
+    def __init__(self, model: torch.nn.Module, device: torch.device, layer: int, batch_frames: int,
+                 done: Callable[[int, np.ndarray], None], stats: Stats, pooling: str = "mean"):
         self.model, self.device, self.layer, self.batch_frames = model, device, layer, batch_frames
-        self.done, self.stats = done, stats
+        self.done, self.stats, self.pooling = done, stats, pooling
         self.queue: collections.deque[tuple[int, torch.Tensor]] = collections.deque()
         self.queued = 0
         self.sums: dict[int, np.ndarray] = {}
@@ -205,10 +207,12 @@ class FrameAverager:
         self.stats.model_s += time.perf_counter() - tick
         self.stats.frames += size
         for job, rep in zip(owners, reps):
-            if job in self.sums:
-                self.sums[job] += rep
-            else:
+            if job not in self.sums:
                 self.sums[job] = rep.copy()
+            elif self.pooling == "max":
+                np.maximum(self.sums[job], rep, out=self.sums[job])
+            else:
+                self.sums[job] += rep
             self.counts[job] += 1
             self.waiting[job] -= 1
             if not self.waiting[job] and job in self.ended:
@@ -217,7 +221,8 @@ class FrameAverager:
     def _finish(self, job: int) -> None:
         self.ended.discard(job)
         self.waiting.pop(job, None)
-        vector = self.sums.pop(job) / self.counts.pop(job)
+        count = self.counts.pop(job)
+        vector = self.sums.pop(job) / (count if self.pooling == "mean" else 1)
         self.done(job, vector.astype(np.float32))
 
 
@@ -244,9 +249,10 @@ class Progress:
         self.bar.close()
 
 
-def run_jobs(rep: Encoder | HandcraftedFeature, jobs: list[Job], *, device: torch.device, workers: int,
-             layer: int, batch_frames: int, progress: Progress, failed: list[tuple[str, str]]) -> Stats:
-    """Extract every job; failures are appended to `failed` as (relative path, reason).
+def run_jobs(rep: torch.nn.Module | HandcraftedFeature, jobs: list[Job], *, spec: ModelSpec, device: torch.device,
+             workers: int, layer: int, batch_frames: int, progress: Progress,
+             failed: list[tuple[str, str]]) -> Stats:
+    """Extract every job as `spec` declares; failures are appended to `failed` as (relative path, reason).
 
     A vector that is not finite is never written (that file fails). Raises OutputFolderError
     when the output folder takes no more files (full disk, read-only filesystem).
@@ -281,15 +287,16 @@ def run_jobs(rep: Encoder | HandcraftedFeature, jobs: list[Job], *, device: torc
         failed.append((jobs[job].rel, reason))
         progress.update(stats.audio_seconds)
 
-    neural = isinstance(rep, Encoder)
+    neural = spec.framed
     nonfinite = ("the model produced NaN or infinite values (a broken checkpoint, e.g. one trained to a NaN "
                  "loss, or audio far outside [-1, 1]); check the checkpoint and the file" if neural else
                  f"the {rep.kind} feature came out NaN or infinite; check the audio")
     if neural:
-        averager = FrameAverager(InferenceEncoder(rep).to(device), device, layer, batch_frames, save, stats)
+        averager = FrameAverager(inference_module(rep).to(device), device, layer, batch_frames, save, stats,
+                                 pooling=spec.pooling)
     else:
         rep.prepare()  # librosa's numba code is compiled here, once, before the decode workers fork
-    stream = _stream(jobs, workers, pin=device.type == "cuda", feature=None if neural else rep)
+    stream = _stream(jobs, spec, workers, pin=device.type == "cuda", feature=None if neural else rep)
     for item in stream:
         if item.frames is not None:
             averager.add(item.job, item.frames)

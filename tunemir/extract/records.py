@@ -14,34 +14,41 @@ from pathlib import Path
 import torch
 
 from tunemir import __version__
-from tunemir.audio import FRAME_LENGTH, RESAMPLE_QUALITY, SAMPLE_RATE
+from tunemir.audio import RESAMPLE_QUALITY
 from tunemir.checkpoints import weights_sha256
 from tunemir.fileio import NAME_MAX, atomic_path, create_exclusive, sha256_file
-from tunemir.models import Encoder, HandcraftedFeature, default_weights_path, get_info
+from tunemir.models import ModelSpec, default_weights_path, get_info
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "tunemir-manifest.json"
 #: Manifest entries that must agree before new vectors are added to an output folder.
 SETTINGS_KEYS = ("model", "config", "weights_sha256", "layer", "dim", "sample_rate", "frame_length",
-                 "framing", "random_init")
-FRAMING = "non-overlapping; incomplete tail dropped; shorter than one frame: zero-padded to one"
+                 "framing", "random_init", "model_source")
 
 
 class ManifestMismatchError(ValueError):
     """The output folder holds vectors made with other settings."""
 
 
-def build_manifest(model: str, rep: Encoder | HandcraftedFeature, checkpoint: Path | None, layer: int,
-                   dim: int, random_init: bool) -> dict:
-    """Everything that determines the vectors, plus provenance (tunemir version, checkpoint file)."""
+def build_manifest(model: str, rep, spec: ModelSpec, checkpoint: Path | None, layer: int, dim: int,
+                   random_init: bool, source: dict | None = None) -> dict:
+    """Everything that determines the vectors, plus provenance (tunemir version, checkpoint file).
+
+    The audio settings come from the model's declarations (`spec`). `source` is where a custom
+    model's code came from (its file and sha256, or its entry point): a changed file is other
+    settings. A folder written before `model_source` existed reads it as None, as for every
+    registry model.
+    """
     manifest = {
         "tunemir_version": __version__, "model": model, "layer": layer, "dim": dim,
-        "sample_rate": SAMPLE_RATE, "frame_length": FRAME_LENGTH, "framing": FRAMING,
-        "resampler": f"soxr {RESAMPLE_QUALITY}", "random_init": random_init,
-        "checkpoint": None, "checkpoint_sha256": None, "weights_sha256": None,
+        "sample_rate": spec.sample_rate, "frame_length": spec.frame_length, "framing": spec.framing,
+        "resampler": f"soxr {RESAMPLE_QUALITY}", "random_init": random_init, "spec": spec.as_dict(),
+        "checkpoint": None, "checkpoint_sha256": None, "weights_sha256": None, "model_source": source,
     }
-    if isinstance(rep, Encoder):
+    if source is not None:  # a custom model: its declarations are its configuration
+        manifest.update(config=spec.as_dict(), weights_sha256=weights_sha256(rep.state_dict()))
+    elif spec.framed:  # a neural encoder of the registry, with weights from a file or untrained
         path = checkpoint if checkpoint else (None if random_init else default_weights_path(model))
         manifest.update(
             config=json.loads(json.dumps(dataclasses.asdict(rep.config))),
@@ -70,9 +77,9 @@ def check_or_write_manifest(path: Path, manifest: dict) -> None:
 def check_manifest(path: Path, manifest: dict) -> None:
     """Raise ManifestMismatchError unless `path` is a manifest with the same settings as `manifest`."""
     existing = _read_manifest(path)
-    differing = [k for k in SETTINGS_KEYS if existing.get(k) != manifest[k]]
+    differing = [k for k in SETTINGS_KEYS if existing.get(k) != manifest.get(k)]  # absent reads as None
     if differing:
-        details = "; ".join(f"{k}: folder has {existing.get(k)!r}, this run {manifest[k]!r}" for k in differing)
+        details = "; ".join(f"{k}: folder has {existing.get(k)!r}, this run {manifest.get(k)!r}" for k in differing)
         raise ManifestMismatchError(
             f"{path.parent} holds vectors made with other settings ({details}). "
             f"Use another output folder, or delete this one to start over"

@@ -12,11 +12,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunemir.audio import FRAME_LENGTH, SAMPLE_RATE
 from tunemir.models.configs import SampleCNNConfig, TuneConfig
 from tunemir.models.handcrafted import HandcraftedFeature
 
 __all__ = [
-    "Encoder", "HandcraftedFeature", "ModelInfo", "SampleCNN", "SampleCNNConfig", "Tune",
+    "Encoder", "HandcraftedFeature", "ModelInfo", "ModelSpec", "SampleCNN", "SampleCNNConfig", "Tune",
     "TuneConfig", "UnknownModelError", "available_models", "build_model", "config_from_dict",
     "default_weights_path", "get_info", "infer_model", "load_encoder", "load_model",
 ]
@@ -26,18 +27,93 @@ WEIGHTS_DIR_ENV = "TUNEMIR_WEIGHTS_DIR"
 DEFAULT_WEIGHTS_DIR = Path("~/.cache/tunemir/weights")
 
 
+#: Front ends: what a model takes. "waveform" and "spectrogram" models take frames of raw samples
+#: (a spectrogram model computes its spectrogram itself); "whole_file" features take the whole signal.
+FRONT_ENDS = ("waveform", "spectrogram", "whole_file")
+#: How the frame vectors of one file pool into its vector.
+POOLINGS = ("mean", "max")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the extraction pipeline needs to know of a model, declared by the model.
+
+    Audio is decoded to mono at `sample_rate` and cut into frames of `frame_length` samples
+    every `hop_length` samples (None: `frame_length`, non-overlapping; the incomplete tail is
+    dropped and a file shorter than one frame is zero-padded to one). Each frame becomes a
+    vector and the file's vector pools them (`pooling`). A "whole_file" front end skips the
+    framing: the model maps the whole signal to one vector. `num_layers` is how many layers
+    `--layer` may tap (0 = the final representation).
+    """
+
+    sample_rate: int = SAMPLE_RATE
+    frame_length: int = FRAME_LENGTH
+    hop_length: int | None = None
+    front_end: str = "waveform"
+    pooling: str = "mean"
+    num_layers: int = 1
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("sample_rate", "frame_length", "num_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name} must be a positive whole number, got {value!r}")
+        if self.hop_length not in (None, self.frame_length):
+            problems.append(f"hop_length {self.hop_length!r}: only non-overlapping frames (hop_length = "
+                            f"frame_length, or None) are supported so far")
+        if self.front_end not in FRONT_ENDS:
+            problems.append(f"front_end must be one of {', '.join(FRONT_ENDS)}, got {self.front_end!r}")
+        if self.pooling not in POOLINGS:
+            problems.append(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def hop(self) -> int:
+        """Samples from one frame's start to the next's."""
+        return self.hop_length or self.frame_length
+
+    @property
+    def framed(self) -> bool:
+        """True if the model sees frames (and their vectors are pooled), False for whole-file features."""
+        return self.front_end != "whole_file"
+
+    @property
+    def framing(self) -> str:
+        """How a file becomes model inputs, in words (recorded in the manifest)."""
+        # The mean-pooled wording is what manifests have always said (handcrafted features' too), so
+        # folders written before the declarations existed still match.
+        framing = "non-overlapping; incomplete tail dropped; shorter than one frame: zero-padded to one"
+        return framing if self.pooling == "mean" or not self.framed else f"{framing}; frame vectors pooled by max"
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "hop_length": self.hop}
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the registry knows of a model: its default configuration and its released weights."""
+    """What the registry knows of a model: its default configuration, its declarations for the
+    pipeline (`spec`), where its released weights are, and its class (`builder`, "module:Class",
+    called with the configuration and imported only when a model is built, so the registry needs
+    no torch; empty for a whole-file feature, whose configuration is the feature itself)."""
 
     name: str
     summary: str
     config: SampleCNNConfig | TuneConfig | HandcraftedFeature
     weights_url: str = ""
+    spec: ModelSpec = ModelSpec()
+    builder: str = ""
+
+    def __post_init__(self) -> None:
+        if self.spec.framed != bool(self.builder):  # an encoder needs its class; a feature has none
+            raise ValueError(f"registry entry {self.name!r}: a {self.spec.front_end} model "
+                             f"{'needs' if self.spec.framed else 'takes no'} builder (got {self.builder!r})")
 
     @property
     def needs_weights(self) -> bool:
-        return not isinstance(self.config, HandcraftedFeature)
+        """Whether the model has trained weights to find (a neural encoder) or none (a whole-file feature)."""
+        return self.spec.framed
 
 
 #: Where the released weights are (`tunemir.weights` fetches them from here).
@@ -53,13 +129,16 @@ _REGISTRY = {
         ModelInfo(
             "clmr", "CLMR SampleCNN (Spijkervet & Burgoyne 2021), 512-d", SampleCNNConfig(),
             f"{CLMR_RELEASE_URL} (clmr_magnatagatune_mlp/clmr_epoch=10000.ckpt, the checkpoint jukemir uses)",
+            ModelSpec(num_layers=SampleCNNConfig().num_layers), "tunemir.models.samplecnn:SampleCNN",
         ),
         ModelInfo("tune", "TUNe, Tailed U-Net Tail+5 (Velez Vasquez & Burgoyne 2022), 512-d",
-                  TuneConfig(), _TUNE_WEIGHTS),
-        ModelInfo("tune_plus", "TUNe+, Tailed U-Net with pink links, 512-d",
-                  TuneConfig(plus=True), _TUNE_WEIGHTS),
-        ModelInfo("chroma", "jukemir handcrafted: moments of chroma_cqt, 72-d", HandcraftedFeature("chroma")),
-        ModelInfo("mfcc", "jukemir handcrafted: moments of MFCC, 120-d", HandcraftedFeature("mfcc")),
+                  TuneConfig(), _TUNE_WEIGHTS, ModelSpec(num_layers=TuneConfig().num_layers), "tunemir.models.tune:Tune"),
+        ModelInfo("tune_plus", "TUNe+, Tailed U-Net with pink links, 512-d", TuneConfig(plus=True), _TUNE_WEIGHTS,
+                  ModelSpec(num_layers=TuneConfig(plus=True).num_layers), "tunemir.models.tune:Tune"),
+        ModelInfo("chroma", "jukemir handcrafted: moments of chroma_cqt, 72-d", HandcraftedFeature("chroma"),
+                  spec=ModelSpec(front_end="whole_file")),
+        ModelInfo("mfcc", "jukemir handcrafted: moments of MFCC, 120-d", HandcraftedFeature("mfcc"),
+                  spec=ModelSpec(front_end="whole_file")),
     ]
 }
 
@@ -107,7 +186,7 @@ def default_weights_path(name: str) -> Path:
 _TORCH_ATTRIBUTES = {
     "Encoder": "tunemir.models.base", "SampleCNN": "tunemir.models.samplecnn", "Tune": "tunemir.models.tune",
     **{name: "tunemir.models.loading" for name in
-       ("build_model", "convert_checkpoint", "infer_model", "load_encoder", "load_model")},
+       ("build_model", "convert_checkpoint", "infer_model", "inference_module", "load_encoder", "load_model")},
 }
 
 

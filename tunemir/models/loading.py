@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import importlib
 import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from tunemir import checkpoints
 from tunemir.models import WEIGHTS_DIR_ENV, default_weights_path, get_info
-from tunemir.models.base import Encoder
+from tunemir.models.base import Encoder, InferenceEncoder
 from tunemir.models.configs import SampleCNNConfig, TuneConfig
 from tunemir.models.handcrafted import HandcraftedFeature
-from tunemir.models.samplecnn import SampleCNN
-from tunemir.models.tune import Tune
 
 
 def build_model(name: str, config=None) -> Encoder | HandcraftedFeature:
-    """A freshly initialised model (`config` overrides the registry default)."""
-    config = config if config is not None else get_info(name).config
-    if isinstance(config, SampleCNNConfig):
-        return SampleCNN(config)
-    if isinstance(config, TuneConfig):
-        return Tune(config)
-    return config
+    """A freshly initialised model: the registry entry's class (`ModelInfo.builder`) called with
+    `config` (default: the entry's). A whole-file feature is its own configuration."""
+    info = get_info(name)
+    config = config if config is not None else info.config
+    if not info.builder:
+        return config
+    module, _, cls = info.builder.partition(":")
+    return getattr(importlib.import_module(module), cls)(config)
 
 
 def infer_model(state: dict[str, torch.Tensor]) -> tuple[str, SampleCNNConfig | TuneConfig]:
@@ -119,3 +121,9 @@ def _read_checked(path, name: str | None) -> tuple[Encoder, str, checkpoints.Enc
     except RuntimeError as err:
         raise checkpoints.CheckpointError(f"{path} does not fit {detected!r}: {err}") from None
     return model, detected, weights
+
+
+def inference_module(model: nn.Module) -> nn.Module:
+    """The fastest equivalent of `model` for extraction: tunemir's encoders get their inference twin
+    (BatchNorm folded, channels-last 2-D layers); any other module (a custom model) runs as it is."""
+    return InferenceEncoder(model) if isinstance(model, Encoder) else copy.deepcopy(model).eval()

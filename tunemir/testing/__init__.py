@@ -76,6 +76,32 @@ def write_released_weights(folder: Path, name: str, seed: int = 0) -> tuple[Path
     return path, model
 
 
+#: The musicnn 0.1.0 wheel on PyPI, which ships the MSD_musicnn and MTT_musicnn TensorFlow checkpoints.
+MUSICNN_WHEEL = "musicnn-0.1.0-py3-none-any.whl"
+MUSICNN_WHEEL_SHA256 = "f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa"
+
+
+def musicnn_wheel() -> Path:
+    """The released musicnn wheel for the tests: $TUNEMIR_MUSICNN_WHEEL (`.ci/run` downloads it
+    from PyPI). Without it the calling test skips, or fails when $CI is set; a file that is not
+    the release fails."""
+    import hashlib
+    import os
+
+    import pytest
+
+    path = Path(os.environ.get("TUNEMIR_MUSICNN_WHEEL") or Path("~/.cache/tunemir").expanduser() / MUSICNN_WHEEL)
+    if not path.is_file():
+        message = (f"{path} not found: `pip download --no-deps musicnn==0.1.0` and set TUNEMIR_MUSICNN_WHEEL "
+                   "to the wheel")
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must run these tests, never skip")
+        pytest.skip(message)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == MUSICNN_WHEEL_SHA256, f"{path} is not the released {MUSICNN_WHEEL} (sha256 {digest})"
+    return path
+
+
 def dev_tool(name: str) -> str | None:
     """A console script of the `[dev]` extra (hadolint, check-jsonschema, shellcheck): beside this
     interpreter, else on PATH; None when it is not installed."""
