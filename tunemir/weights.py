@@ -14,8 +14,10 @@ from tunemir.checkpoints import read_encoder_weights
 from tunemir.datasets.assets import Asset, OverrideError, check_mirror, check_weights_env_overrides, url_problem
 from tunemir.datasets.download import download_assets
 from tunemir.fileio import ensure_writable_dir, file_digest
-from tunemir.models import (CLMR_RELEASE_URL, TUNE_RELEASE_FOLDER, WEIGHTS_DIR_ENV, convert_checkpoint,
-                            default_weights_path)
+from tunemir.models import (CLMR_RELEASE_URL, MUSICNN_WHEEL_PAGE, MUSICNN_WHEEL_URL, TUNE_RELEASE_FOLDER,
+                            WEIGHTS_DIR_ENV, convert_checkpoint, default_weights_path)
+from tunemir.models import musicnn
+from tunemir.tf_checkpoint import TFCheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +25,18 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Release:
     """A model's published weights: the file as released, where it is, and the checkpoint in it.
-    `urls` is empty when the file has no direct download (a Google Drive folder)."""
+    `urls` is empty when the file has no direct download (a Google Drive folder). `sha256` is the
+    file's pin when tunemir knows it (else `--sha256` or `--pin-file` must give one). `member` is the
+    PyTorch checkpoint inside a zip; `tf_variant` the TensorFlow checkpoint inside a musicnn wheel
+    (`musicnn/<tf_variant>/`), converted by `tunemir.models.musicnn.convert_wheel`."""
 
     model: str
     filename: str
     page: str
     urls: tuple[str, ...] = ()
     member: str | None = None
+    sha256: str | None = None
+    tf_variant: str | None = None
 
 
 RELEASES = {r.model: r for r in [
@@ -38,6 +45,10 @@ RELEASES = {r.model: r for r in [
             "clmr_magnatagatune_mlp/clmr_epoch=10000.ckpt"),
     Release("tune", "tune_5_tail_epoch_10000.ckpt", TUNE_RELEASE_FOLDER),
     Release("tune_plus", "tune_plus_epoch_10000.ckpt", TUNE_RELEASE_FOLDER),
+    # musicnn's TensorFlow checkpoints ship inside its PyPI wheel (sha256 as PyPI lists it).
+    *(Release(model, "musicnn-0.1.0-py3-none-any.whl", MUSICNN_WHEEL_PAGE, (MUSICNN_WHEEL_URL,),
+              sha256="f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa", tf_variant=variant)
+      for model, variant in musicnn.WHEEL_VARIANTS.items()),
 ]}
 
 
@@ -136,7 +147,7 @@ def fetch_weights(model: str, *, sha256: str | None = None, pin_file: Path | Non
     rel = release(model)
     output = check_options(model, sha256=sha256, pin_file=pin_file, search_dirs=search_dirs, urls=urls,
                            output=output)
-    pinned = sha256.strip() if sha256 else (read_pin(pin_file, rel.filename) if pin_file else None)
+    pinned = sha256.strip() if sha256 else (read_pin(pin_file, rel.filename) if pin_file else rel.sha256)
     if not pinned:
         where = f"pin it in {pin_file}" if pin_file else "pass --sha256 HEX"
         raise WeightsError(
@@ -148,9 +159,16 @@ def fetch_weights(model: str, *, sha256: str | None = None, pin_file: Path | Non
         return output
     with tempfile.TemporaryDirectory(prefix="tunemir-weights-") as tmp:
         source = _locate(rel, pinned, tuple(Path(d) for d in search_dirs), urls, Path(tmp), progress)
-        checkpoint = _unpack(rel, source, Path(tmp))
         output.parent.mkdir(parents=True, exist_ok=True)
-        convert_checkpoint(checkpoint, output, model, release={"file": rel.filename, "sha256": pinned})
+        pin = {"file": rel.filename, "sha256": pinned}
+        if rel.tf_variant:
+            try:
+                musicnn.convert_wheel(source, rel.tf_variant, output, model=model, release=pin)
+            except TFCheckpointError as err:
+                raise WeightsError(f"{rel.filename} matches the pin but its {rel.tf_variant} checkpoint cannot be "
+                                   f"read ({err}); get the wheel again from {rel.page}") from None
+        else:
+            convert_checkpoint(_unpack(rel, source, Path(tmp)), output, model, release=pin)
     log.info("wrote %s from %s (sha256 %s)", output, rel.filename, pinned[:12])
     return output
 

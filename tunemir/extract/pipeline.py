@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import importlib
 import logging
 import os
 import sys
@@ -108,6 +109,18 @@ class _DecodeStream(IterableDataset):
 
     def __init__(self, jobs: list[Job], spec: ModelSpec, feature: HandcraftedFeature | None = None):
         self.jobs, self.spec, self.feature = jobs, spec, feature
+        self._spectrogram: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def spectrogram(self, signal: np.ndarray) -> np.ndarray:
+        """The model's input frames (P, ...) of a whole decoded file, by its declared function
+        (imported on first use, in the worker)."""
+        if self._spectrogram is None:
+            module, _, function = self.spec.spectrogram.partition(":")
+            self._spectrogram = getattr(importlib.import_module(module), function)
+        frames = np.ascontiguousarray(self._spectrogram(signal), dtype=np.float32)
+        if frames.ndim < 2 or not len(frames):
+            raise ValueError(f"{self.spec.spectrogram} returned an array of shape {frames.shape}, not frames (P, ...)")
+        return frames
 
     def __iter__(self) -> Iterator[_Item]:
         info = get_worker_info()
@@ -122,6 +135,10 @@ class _DecodeStream(IterableDataset):
             if self.feature is not None:
                 signal = load_mono(path, self.spec.sample_rate)
                 vector = self.feature(signal)
+            elif self.spec.spectrogram:  # its frames straddle any waveform frame: the whole file at once
+                frames = self.spectrogram(load_mono(path, self.spec.sample_rate))
+                for start in range(0, len(frames), CHUNK_FRAMES):
+                    yield _Item(job, frames=torch.from_numpy(frames[start:start + CHUNK_FRAMES].copy()))
             else:
                 for chunk in iter_frames(path, max_frames=CHUNK_FRAMES, frame_length=self.spec.frame_length,
                                          sample_rate=self.spec.sample_rate):
@@ -162,7 +179,8 @@ class FrameAverager:
         self.ended: set[int] = set()
 
     def add(self, job: int, frames: torch.Tensor) -> None:
-        """Queue a chunk of `job`'s frames (N, L); encode every full batch."""
+        """Queue a chunk of `job`'s frames (N, L), or (N, ...) from a spectrogram front end; encode every
+        full batch."""
         frames = frames.to(self.device, non_blocking=True)  # from pinned memory: overlaps decoding
         self.queue.append((job, frames))
         self.waiting[job] += len(frames)
@@ -202,7 +220,9 @@ class FrameAverager:
         self.queued -= size
         tick = time.perf_counter()
         with torch.inference_mode():
-            batch = torch.cat(parts).unsqueeze(1)  # (N, 1, L), on the device
+            batch = torch.cat(parts)  # on the device
+            if batch.dim() == 2:  # waveform frames (N, L) -> (N, 1, L); spectrogram frames go as they are
+                batch = batch.unsqueeze(1)
             reps = self.model(batch, layer=self.layer).double().cpu().numpy()  # (N, D)
         self.stats.model_s += time.perf_counter() - tick
         self.stats.frames += size

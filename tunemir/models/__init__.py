@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunemir.audio import FRAME_LENGTH, SAMPLE_RATE
-from tunemir.models.configs import SampleCNNConfig, TuneConfig
+from tunemir.models.configs import MusicnnConfig, SampleCNNConfig, TuneConfig
 from tunemir.models.handcrafted import HandcraftedFeature
 
 __all__ = [
-    "Encoder", "HandcraftedFeature", "ModelInfo", "ModelSpec", "SampleCNN", "SampleCNNConfig", "Tune",
+    "Encoder", "HandcraftedFeature", "ModelInfo", "ModelSpec", "MusicnnConfig", "SampleCNN", "SampleCNNConfig", "Tune",
     "TuneConfig", "UnknownModelError", "available_models", "build_model", "config_from_dict",
     "default_weights_path", "get_info", "infer_model", "load_encoder", "load_model",
 ]
@@ -27,8 +27,10 @@ WEIGHTS_DIR_ENV = "TUNEMIR_WEIGHTS_DIR"
 DEFAULT_WEIGHTS_DIR = Path("~/.cache/tunemir/weights")
 
 
-#: Front ends: what a model takes. "waveform" and "spectrogram" models take frames of raw samples
-#: (a spectrogram model computes its spectrogram itself); "whole_file" features take the whole signal.
+#: Front ends: what a model takes. "waveform" models take frames of raw samples; "spectrogram" models
+#: take the frames their declared `spectrogram` function cuts from the whole file's spectrogram (or,
+#: without one, raw frames whose spectrogram the model computes itself); "whole_file" features take
+#: the whole signal.
 FRONT_ENDS = ("waveform", "spectrogram", "whole_file")
 #: How the frame vectors of one file pool into its vector.
 POOLINGS = ("mean", "max")
@@ -42,8 +44,13 @@ class ModelSpec:
     every `hop_length` samples (None: `frame_length`, non-overlapping; the incomplete tail is
     dropped and a file shorter than one frame is zero-padded to one). Each frame becomes a
     vector and the file's vector pools them (`pooling`). A "whole_file" front end skips the
-    framing: the model maps the whole signal to one vector. `num_layers` is how many layers
-    `--layer` may tap (0 = the final representation).
+    framing: the model maps the whole signal to one vector. A "spectrogram" front end with a
+    `spectrogram` function ("module:function", imported in the decode workers) maps the whole
+    decoded signal (float32 mono at `sample_rate`) to the model's input frames, an array (P, ...)
+    such as musicnn's log-mel patches (P, 187, 96), since its STFT frames straddle the patch
+    boundaries; `frame_length` is then the samples one such frame spans, and short audio is
+    padded as that function does. `num_layers` is how many layers `--layer` may tap (0 = the
+    final representation).
     """
 
     sample_rate: int = SAMPLE_RATE
@@ -52,6 +59,7 @@ class ModelSpec:
     front_end: str = "waveform"
     pooling: str = "mean"
     num_layers: int = 1
+    spectrogram: str = ""
 
     def __post_init__(self) -> None:
         problems = []
@@ -66,6 +74,9 @@ class ModelSpec:
             problems.append(f"front_end must be one of {', '.join(FRONT_ENDS)}, got {self.front_end!r}")
         if self.pooling not in POOLINGS:
             problems.append(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.spectrogram and (self.front_end != "spectrogram" or not _is_function_name(self.spectrogram)):
+            problems.append(f"spectrogram {self.spectrogram!r}: give a 'module:function' name, with front_end "
+                            f"'spectrogram'")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -84,11 +95,22 @@ class ModelSpec:
         """How a file becomes model inputs, in words (recorded in the manifest)."""
         # The mean-pooled wording is what manifests have always said (handcrafted features' too), so
         # folders written before the declarations existed still match.
+        if self.spectrogram:
+            return (f"frames cut by {self.spectrogram} from the whole file's spectrogram; frame vectors pooled by "
+                    f"{self.pooling}")
         framing = "non-overlapping; incomplete tail dropped; shorter than one frame: zero-padded to one"
         return framing if self.pooling == "mean" or not self.framed else f"{framing}; frame vectors pooled by max"
 
     def as_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "hop_length": self.hop}
+        values = {**dataclasses.asdict(self), "hop_length": self.hop}
+        if not self.spectrogram:  # as manifests recorded it before the field existed
+            del values["spectrogram"]
+        return values
+
+
+def _is_function_name(name: str) -> bool:
+    module, _, function = name.partition(":")
+    return function.isidentifier() and all(part.isidentifier() for part in module.split("."))
 
 
 @dataclass(frozen=True)
@@ -100,7 +122,7 @@ class ModelInfo:
 
     name: str
     summary: str
-    config: SampleCNNConfig | TuneConfig | HandcraftedFeature
+    config: SampleCNNConfig | TuneConfig | MusicnnConfig | HandcraftedFeature
     weights_url: str = ""
     spec: ModelSpec = ModelSpec()
     builder: str = ""
@@ -123,6 +145,16 @@ _TUNE_WEIGHTS = (
     f"the TUNe authors' Google Drive folder {TUNE_RELEASE_FOLDER} "
     "(tune_5_tail_epoch_10000.ckpt / tune_plus_epoch_10000.ckpt)"
 )
+#: musicnn 0.1.0's wheel on PyPI ships the MSD_musicnn and MTT_musicnn TensorFlow checkpoints.
+MUSICNN_WHEEL_PAGE = "https://pypi.org/project/musicnn/0.1.0/"
+MUSICNN_WHEEL_URL = (
+    "https://files.pythonhosted.org/packages/1b/6f/38229e7d99c438e11114bbfa39c8c39185458c398011d0b6d7d7c7401617/"
+    "musicnn-0.1.0-py3-none-any.whl")  # PyPI's file, as its simple index lists it
+# musicnn's input: 16 kHz log-mel patches of 187 STFT frames (hop 256) cut from the whole file by
+# `tunemir.models.musicnn.patches` (its STFT frames straddle the 3-s patch boundaries, so the patches
+# cannot be computed from waveform frames); a patch spans 187 * 256 samples.
+_MUSICNN_SPEC = ModelSpec(sample_rate=16000, frame_length=187 * 256, front_end="spectrogram",
+                          spectrogram="tunemir.models.musicnn:patches", num_layers=MusicnnConfig().num_layers)
 _REGISTRY = {
     info.name: info
     for info in [
@@ -135,6 +167,11 @@ _REGISTRY = {
                   TuneConfig(), _TUNE_WEIGHTS, ModelSpec(num_layers=TuneConfig().num_layers), "tunemir.models.tune:Tune"),
         ModelInfo("tune_plus", "TUNe+, Tailed U-Net with pink links, 512-d", TuneConfig(plus=True), _TUNE_WEIGHTS,
                   ModelSpec(num_layers=TuneConfig(plus=True).num_layers), "tunemir.models.tune:Tune"),
+        *(ModelInfo(f"musicnn_{tag}", f"musicnn {variant} (Pons & Serra 2019), jukemir's mean_pool + max_pool, "
+                    f"{MusicnnConfig().embedding_dim}-d", MusicnnConfig(),
+                    f"{MUSICNN_WHEEL_PAGE} (musicnn-0.1.0-py3-none-any.whl, musicnn/{variant}/)", _MUSICNN_SPEC,
+                    "tunemir.models.musicnn:Musicnn")
+          for tag, variant in [("msd", "MSD_musicnn"), ("mtt", "MTT_musicnn")]),
         ModelInfo("chroma", "jukemir handcrafted: moments of chroma_cqt, 72-d", HandcraftedFeature("chroma"),
                   spec=ModelSpec(front_end="whole_file")),
         ModelInfo("mfcc", "jukemir handcrafted: moments of MFCC, 120-d", HandcraftedFeature("mfcc"),

@@ -39,3 +39,38 @@ class TuneConfig:
         """Tappable layers of the encoder built from this configuration: the contracting and
         expanding U-Net blocks and the tail's (18 for TUNe and TUNe+)."""
         return DEPTH + (DEPTH - 1) + TAIL
+
+
+@dataclass(frozen=True)
+class MusicnnConfig:
+    """Sizes of one musicnn variant (musicnn/models.py `build_musicnn`; the model is
+    `tunemir.models.musicnn.Musicnn`)."""
+
+    midend_filters: int = 64
+    backend_units: int = 200
+    num_classes: int = 50
+    n_mels: int = 96
+    timbral_filters: int = int(1.6 * 128)  # num_filt=1.6 in build_musicnn
+    timbral_heights: tuple[float, ...] = (0.4, 0.7)  # filter height as a fraction of n_mels
+    temporal_filters: int = int(1.6 * 32)
+    temporal_lengths: tuple[int, ...] = (128, 64, 32)  # frames
+    midend_layers: int = 3
+
+    @property
+    def frontend_channels(self) -> int:
+        return len(self.timbral_heights) * self.timbral_filters + len(self.temporal_lengths) * self.temporal_filters
+
+    @property
+    def pool_channels(self) -> int:
+        """Width of `mean_pool` and of `max_pool`: the front end plus every mid-end layer."""
+        return self.frontend_channels + self.midend_layers * self.midend_filters
+
+    @property
+    def embedding_dim(self) -> int:
+        """jukemir's vector: `mean_pool` and `max_pool` concatenated."""
+        return 2 * self.pool_channels
+
+    @property
+    def num_layers(self) -> int:
+        """Tappable layers for extraction: only jukemir's vector (layer 0)."""
+        return 1

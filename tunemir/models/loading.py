@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from tunemir import checkpoints
-from tunemir.models import WEIGHTS_DIR_ENV, default_weights_path, get_info
+from tunemir.models import WEIGHTS_DIR_ENV, available_models, default_weights_path, get_info
 from tunemir.models.base import Encoder, InferenceEncoder
-from tunemir.models.configs import SampleCNNConfig, TuneConfig
+from tunemir.models.configs import MusicnnConfig, SampleCNNConfig, TuneConfig
+from tunemir.models.musicnn import Musicnn, MusicnnEmbedding
 from tunemir.models.handcrafted import HandcraftedFeature
 
 
@@ -29,11 +30,16 @@ def build_model(name: str, config=None) -> Encoder | HandcraftedFeature:
     return getattr(importlib.import_module(module), cls)(config)
 
 
-def infer_model(state: dict[str, torch.Tensor]) -> tuple[str, SampleCNNConfig | TuneConfig]:
+def infer_model(state: dict[str, torch.Tensor], prefer: tuple[str | None, ...] = ()
+                ) -> tuple[str, SampleCNNConfig | TuneConfig | MusicnnConfig]:
     """Recognise an encoder state_dict by its key layout and shapes: (registry name, config).
 
     TUNe and TUNe+ share key names; TUNe+'s convDown1 takes 3C input channels instead of C.
+    musicnn's variants (MSD, MTT) share a layout, so the name is the first of `prefer` (the
+    name a checkpoint's metadata records, the name asked for) that is a musicnn of that shape.
     """
+    if all(key in state for key in _MUSICNN_KEYS):
+        return _infer_musicnn(state, prefer)
     tune_keys = ("conv1.layers.0.weight", "convDown1.layers.0.weight", "convDown9.layers.0.weight")
     if all(key in state for key in tune_keys):
         channels = state[tune_keys[0]].shape[0]
@@ -47,9 +53,25 @@ def infer_model(state: dict[str, torch.Tensor]) -> tuple[str, SampleCNNConfig | 
         return "clmr", SampleCNNConfig(tuple(widths))
     sample = ", ".join(sorted(state)[:5])
     raise checkpoints.CheckpointError(
-        f"the weights are neither a SampleCNN (sequential.N.*) nor a TUNe (conv1.*, convDown1.*) "
-        f"encoder; first keys: {sample}"
+        f"the weights are neither a SampleCNN (sequential.N.*), a TUNe (conv1.*, convDown1.*) nor a musicnn "
+        f"(timbral.*, midend.*) encoder; first keys: {sample}"
     )
+
+
+_MUSICNN_KEYS = ("timbral.0.conv.weight", "midend.0.weight", "dense.weight", "logits.weight")
+
+
+def _infer_musicnn(state: dict[str, torch.Tensor], prefer: tuple[str | None, ...]) -> tuple[str, MusicnnConfig]:
+    config = dataclasses.replace(MusicnnConfig(), midend_filters=state["midend.0.weight"].shape[0],
+                                 backend_units=state["dense.weight"].shape[0],
+                                 num_classes=state["logits.weight"].shape[0])
+    names = [n for n in available_models() if isinstance(get_info(n).config, MusicnnConfig)]
+    for name in prefer:
+        if name in names:
+            return name, config
+    raise checkpoints.CheckpointError(
+        f"the weights are a musicnn, whose variants ({', '.join(names)}) share one layout; name the model "
+        f"(e.g. --model {names[0]})")
 
 
 def load_model(
@@ -73,9 +95,10 @@ def load_model(
     path = Path(checkpoint) if checkpoint is not None else default_weights_path(name)
     if checkpoint is None and not path.is_file():
         raise checkpoints.MissingWeightsError(
-            f"no weights for {name!r}: none are baked in at {path}. Download the released weights "
-            f"from {info.weights_url} and pass --checkpoint PATH (or convert them with "
-            f"`tunemir convert-checkpoint IN {path}`; ${WEIGHTS_DIR_ENV} sets the folder). "
+            f"no weights for {name!r}: none are baked in at {path}. `tunemir weights fetch {name}` "
+            f"checks and converts the released weights (from {info.weights_url}) into place; or pass "
+            f"--checkpoint PATH (or convert one with `tunemir convert-checkpoint IN {path}`; "
+            f"${WEIGHTS_DIR_ENV} sets the folder). "
             f"--random-init runs with untrained weights, for tests only."
         )
     model, _, _ = _read_checked(path, name)
@@ -109,7 +132,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, name: str
 def _read_checked(path, name: str | None) -> tuple[Encoder, str, checkpoints.EncoderWeights]:
     """Read a checkpoint, recognise its model (which must be `name` if given) and load it strictly."""
     weights = checkpoints.read_encoder_weights(path)
-    detected, config = infer_model(weights.state_dict)
+    detected, config = infer_model(weights.state_dict, prefer=(weights.metadata.get("model"), name))
     if name is not None and detected != name:
         raise checkpoints.CheckpointError(
             f"{path} holds a {detected!r} encoder, but {name!r} was requested; "
@@ -125,5 +148,9 @@ def _read_checked(path, name: str | None) -> tuple[Encoder, str, checkpoints.Enc
 
 def inference_module(model: nn.Module) -> nn.Module:
     """The fastest equivalent of `model` for extraction: tunemir's encoders get their inference twin
-    (BatchNorm folded, channels-last 2-D layers); any other module (a custom model) runs as it is."""
-    return InferenceEncoder(model) if isinstance(model, Encoder) else copy.deepcopy(model).eval()
+    (BatchNorm folded, channels-last 2-D layers), musicnn its per-patch vector (`MusicnnEmbedding`);
+    any other module (a custom model) runs as it is."""
+    if isinstance(model, Encoder):
+        return InferenceEncoder(model)
+    twin = copy.deepcopy(model).eval()
+    return MusicnnEmbedding(twin) if isinstance(twin, Musicnn) else twin

@@ -9,9 +9,10 @@ temporal max and mean pooling and two dense layers. Reads the weights with
 
 from __future__ import annotations
 
+import tempfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,45 +20,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tunemir import checkpoints
+from tunemir.models.configs import MusicnnConfig
 from tunemir.tf_checkpoint import TFCheckpointError, read_checkpoint
 
 SAMPLE_RATE = 16000
 N_FFT = 512
 HOP = 256
-N_MELS = 96
+N_MELS = MusicnnConfig.n_mels
 PATCH_FRAMES = 187  # librosa.time_to_frames(3 s) + 1, as musicnn's extractor computes it
 # Shortest waveform giving one full patch with centred frames: 1 + len // HOP >= PATCH_FRAMES.
 MIN_SAMPLES = (PATCH_FRAMES - 1) * HOP
 BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization's default epsilon
 OUTPUTS = ("timbral", "temporal", "cnn1", "cnn2", "cnn3", "mean_pool", "max_pool", "penultimate", "taggram")
-
-
-@dataclass(frozen=True)
-class MusicnnConfig:
-    """Sizes of one musicnn variant (musicnn/models.py `build_musicnn`)."""
-
-    midend_filters: int = 64
-    backend_units: int = 200
-    num_classes: int = 50
-    n_mels: int = N_MELS
-    timbral_filters: int = int(1.6 * 128)  # num_filt=1.6 in build_musicnn
-    timbral_heights: tuple[float, ...] = (0.4, 0.7)  # filter height as a fraction of n_mels
-    temporal_filters: int = int(1.6 * 32)
-    temporal_lengths: tuple[int, ...] = (128, 64, 32)  # frames
-    midend_layers: int = 3
-
-    @property
-    def frontend_channels(self) -> int:
-        return len(self.timbral_heights) * self.timbral_filters + len(self.temporal_lengths) * self.temporal_filters
-
-    @property
-    def pool_channels(self) -> int:
-        """Width of `mean_pool` and of `max_pool`: the front end plus every mid-end layer."""
-        return self.frontend_channels + self.midend_layers * self.midend_filters
-
-    @property
-    def embedding_dim(self) -> int:
-        return 2 * self.pool_channels
 
 
 PRESETS = {
@@ -116,6 +91,18 @@ class Musicnn(nn.Module):
         self.dense = nn.Linear(2 * c.pool_channels, c.backend_units)
         self.dense_bn = _bn(c.backend_units, 1)
         self.logits = nn.Linear(c.backend_units, c.num_classes)
+        # What extraction taps (tunemir.extract): layer 0 = jukemir's vector, `MusicnnEmbedding`.
+        self.layer_dims = (c.embedding_dim,)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_dims)
+
+    def check_layer(self, layer: int) -> None:
+        """Raise ValueError unless `layer` is a valid tap (only 0: jukemir's vector)."""
+        if layer != 0:
+            raise ValueError(f"layer {layer} does not exist for musicnn: only 0 (jukemir's mean_pool + max_pool "
+                             f"vector) can be extracted; drop --layer")
 
     def forward(self, patches: torch.Tensor) -> dict[str, torch.Tensor]:  # (B, T, F)
         x = self.input_bn(patches.unsqueeze(1))  # (B, 1, T, F)
@@ -199,6 +186,21 @@ class Musicnn(nn.Module):
         return {name: np.ascontiguousarray(layout.to_tf(t.detach().numpy())) for name, t, layout in self.tf_tensors()}
 
 
+class MusicnnEmbedding(nn.Module):
+    """Musicnn as the extraction pipeline runs it: log-mel patches (B, 187, 96) to jukemir's
+    per-patch vector (B, 2C) = [mean_pool, max_pool]. Its mean over a file's patches is `embed`."""
+
+    def __init__(self, model: Musicnn):
+        super().__init__()
+        self.model = model
+        self.layer_dims = model.layer_dims
+
+    def forward(self, patches: torch.Tensor, layer: int = 0) -> torch.Tensor:  # (B, T, F)
+        self.model.check_layer(layer)
+        out = self.model(patches)
+        return torch.cat([out["mean_pool"], out["max_pool"]], dim=1)  # (B, 2C)
+
+
 _BatchNorm = nn.modules.batchnorm._BatchNorm
 
 
@@ -254,6 +256,21 @@ def extract_wheel_checkpoint(wheel: Path | str, model: str, dest: Path | str) ->
         raise TFCheckpointError(f"{wheel}: cannot take {model} out of the musicnn wheel ({err}); "
                                 "pass musicnn-0.1.0-py3-none-any.whl from PyPI") from None
     return f"{folder}/"
+
+
+#: The musicnn variant (folder in the wheel) of each registry entry whose weights come from the wheel.
+WHEEL_VARIANTS = {"musicnn_msd": "MSD_musicnn", "musicnn_mtt": "MTT_musicnn"}
+
+
+def convert_wheel(wheel: Path | str, variant: str, dst: Path | str, *, model: str, release: dict) -> dict:
+    """Write tunemir's safetensors checkpoint of `variant` (e.g. "MSD_musicnn") taken from the
+    musicnn wheel, recorded as registry model `model`; `release` (the wheel's name and pinned
+    sha256) goes into the metadata's source. Returns the metadata."""
+    with tempfile.TemporaryDirectory(prefix="tunemir-musicnn-") as tmp:
+        prefix = extract_wheel_checkpoint(wheel, variant, tmp)
+        net = musicnn_from_tf_checkpoint(prefix)
+    source = {"file": Path(wheel).name, "format": "tensorflow", "member": f"musicnn/{variant}/", "release": release}
+    return checkpoints.save_checkpoint(dst, net.state_dict(), model=model, config=asdict(net.config), source=source)
 
 
 # ---------------------------------------------------------------- front end (numpy)

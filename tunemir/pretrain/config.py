@@ -208,10 +208,12 @@ def _check_augment(a: AugmentConfig) -> None:
 
 
 def trainable_models() -> list[str]:
-    """Registry models with weights to learn (the handcrafted features have none)."""
+    """Registry models with weights to learn on raw frames (the handcrafted features have none;
+    musicnn's spectrogram front end is not trained here)."""
     from tunemir.models import available_models, get_info
 
-    return [name for name in available_models() if get_info(name).needs_weights]
+    return [name for name in available_models()
+            if get_info(name).needs_weights and get_info(name).spec.front_end == "waveform"]
 
 
 def parse_encoder_config(model: str, text: str, option: str = "encoder_config") -> dict:
