@@ -76,13 +76,11 @@ def run_reports(folder: Path) -> list[dict]:
 
 
 def failures(folder: Path) -> list[tuple[str, str]]:
-    """(file, why) of each failed file in the latest report of each shard; the reason's leading
-    path (the input folder as the process saw it: /input in a container) is left out."""
-    latest = {}
-    for path in sorted(folder.glob("tunemir-run-*.json"), key=lambda p: p.stat().st_mtime):
-        latest[path.name] = json.loads(path.read_text())
+    """(file, why) of each failed file in the run reports (one per shard, rewritten by a rerun);
+    the reason's leading path (the input folder as the process saw it: /input in a container) is
+    left out."""
     return sorted({(item["file"], item["reason"].split(": ", 1)[-1])
-                   for report in latest.values() for item in report["files"]["failed"]})
+                   for report in run_reports(folder) for item in report["files"]["failed"]})
 
 
 def same(native: Path, image: Path, uid: int, skipped: int | None, subset: bool) -> list[str]:

@@ -14,8 +14,9 @@ from tunemir.checkpoints import read_encoder_weights
 from tunemir.datasets.assets import Asset, OverrideError, check_mirror, check_weights_env_overrides, url_problem
 from tunemir.datasets.download import download_assets
 from tunemir.fileio import ensure_writable_dir, file_digest
-from tunemir.models import (CLMR_RELEASE_URL, MUSICNN_WHEEL_PAGE, MUSICNN_WHEEL_URL, TUNE_RELEASE_FOLDER,
-                            WEIGHTS_DIR_ENV, convert_checkpoint, default_weights_path)
+from tunemir.models import (CLMR_RELEASE_URL, MUSICNN_WHEEL, MUSICNN_WHEEL_PAGE, MUSICNN_WHEEL_SHA256,
+                            MUSICNN_WHEEL_URL, MUSICNN_WHEEL_VARIANTS, TUNE_RELEASE_FOLDER, WEIGHTS_DIR_ENV,
+                            convert_checkpoint, default_weights_path)
 from tunemir.models import musicnn
 from tunemir.tf_checkpoint import TFCheckpointError
 
@@ -46,9 +47,9 @@ RELEASES = {r.model: r for r in [
     Release("tune", "tune_5_tail_epoch_10000.ckpt", TUNE_RELEASE_FOLDER),
     Release("tune_plus", "tune_plus_epoch_10000.ckpt", TUNE_RELEASE_FOLDER),
     # musicnn's TensorFlow checkpoints ship inside its PyPI wheel (sha256 as PyPI lists it).
-    *(Release(model, "musicnn-0.1.0-py3-none-any.whl", MUSICNN_WHEEL_PAGE, (MUSICNN_WHEEL_URL,),
-              sha256="f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa", tf_variant=variant)
-      for model, variant in musicnn.WHEEL_VARIANTS.items()),
+    *(Release(model, MUSICNN_WHEEL, MUSICNN_WHEEL_PAGE, (MUSICNN_WHEEL_URL,), sha256=MUSICNN_WHEEL_SHA256,
+              tf_variant=variant)
+      for model, variant in MUSICNN_WHEEL_VARIANTS.items()),
 ]}
 
 

@@ -7,12 +7,12 @@ imported on first use of their names here.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunemir.audio import FRAME_LENGTH, SAMPLE_RATE
+from tunemir.lazy import lazy_attributes
 from tunemir.models.configs import MusicnnConfig, SampleCNNConfig, TuneConfig
 from tunemir.models.handcrafted import HandcraftedFeature
 
@@ -146,10 +146,14 @@ _TUNE_WEIGHTS = (
     "(tune_5_tail_epoch_10000.ckpt / tune_plus_epoch_10000.ckpt)"
 )
 #: musicnn 0.1.0's wheel on PyPI ships the MSD_musicnn and MTT_musicnn TensorFlow checkpoints.
+MUSICNN_WHEEL = "musicnn-0.1.0-py3-none-any.whl"
+MUSICNN_WHEEL_SHA256 = "f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa"  # as PyPI lists it
 MUSICNN_WHEEL_PAGE = "https://pypi.org/project/musicnn/0.1.0/"
-MUSICNN_WHEEL_URL = (
-    "https://files.pythonhosted.org/packages/1b/6f/38229e7d99c438e11114bbfa39c8c39185458c398011d0b6d7d7c7401617/"
-    "musicnn-0.1.0-py3-none-any.whl")  # PyPI's file, as its simple index lists it
+MUSICNN_WHEEL_URL = (  # PyPI's file, as its simple index lists it
+    f"https://files.pythonhosted.org/packages/1b/6f/38229e7d99c438e11114bbfa39c8c39185458c398011d0b6d7d7c7401617/"
+    f"{MUSICNN_WHEEL}")
+#: Registry name -> the TensorFlow checkpoint in the wheel (`musicnn/<variant>/`) its weights come from.
+MUSICNN_WHEEL_VARIANTS = {"musicnn_msd": "MSD_musicnn", "musicnn_mtt": "MTT_musicnn"}
 # musicnn's input: 16 kHz log-mel patches of 187 STFT frames (hop 256) cut from the whole file by
 # `tunemir.models.musicnn.patches` (its STFT frames straddle the 3-s patch boundaries, so the patches
 # cannot be computed from waveform frames); a patch spans 187 * 256 samples.
@@ -167,11 +171,11 @@ _REGISTRY = {
                   TuneConfig(), _TUNE_WEIGHTS, ModelSpec(num_layers=TuneConfig().num_layers), "tunemir.models.tune:Tune"),
         ModelInfo("tune_plus", "TUNe+, Tailed U-Net with pink links, 512-d", TuneConfig(plus=True), _TUNE_WEIGHTS,
                   ModelSpec(num_layers=TuneConfig(plus=True).num_layers), "tunemir.models.tune:Tune"),
-        *(ModelInfo(f"musicnn_{tag}", f"musicnn {variant} (Pons & Serra 2019), jukemir's mean_pool + max_pool, "
+        *(ModelInfo(name, f"musicnn {variant} (Pons & Serra 2019), jukemir's mean_pool + max_pool, "
                     f"{MusicnnConfig().embedding_dim}-d", MusicnnConfig(),
-                    f"{MUSICNN_WHEEL_PAGE} (musicnn-0.1.0-py3-none-any.whl, musicnn/{variant}/)", _MUSICNN_SPEC,
+                    f"{MUSICNN_WHEEL_PAGE} ({MUSICNN_WHEEL}, musicnn/{variant}/)", _MUSICNN_SPEC,
                     "tunemir.models.musicnn:Musicnn")
-          for tag, variant in [("msd", "MSD_musicnn"), ("mtt", "MTT_musicnn")]),
+          for name, variant in MUSICNN_WHEEL_VARIANTS.items()),
         ModelInfo("chroma", "jukemir handcrafted: moments of chroma_cqt, 72-d", HandcraftedFeature("chroma"),
                   spec=ModelSpec(front_end="whole_file")),
         ModelInfo("mfcc", "jukemir handcrafted: moments of MFCC, 120-d", HandcraftedFeature("mfcc"),
@@ -226,12 +230,4 @@ _TORCH_ATTRIBUTES = {
        ("build_model", "convert_checkpoint", "infer_model", "inference_module", "load_encoder", "load_model")},
 }
 
-
-def __getattr__(name: str):
-    if name in _TORCH_ATTRIBUTES:
-        return getattr(importlib.import_module(_TORCH_ATTRIBUTES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_TORCH_ATTRIBUTES})
+__getattr__, __dir__ = lazy_attributes(__name__, _TORCH_ATTRIBUTES, globals)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tunemir import checkpoints
+from tunemir.models import MUSICNN_WHEEL, MUSICNN_WHEEL_VARIANTS
 from tunemir.models.configs import MusicnnConfig
 from tunemir.tf_checkpoint import TFCheckpointError, read_checkpoint
 
@@ -254,12 +255,12 @@ def extract_wheel_checkpoint(wheel: Path | str, model: str, dest: Path | str) ->
                 (folder / suffix).write_bytes(archive.read(f"musicnn/{model}/{suffix}"))
     except (OSError, zipfile.BadZipFile, KeyError) as err:
         raise TFCheckpointError(f"{wheel}: cannot take {model} out of the musicnn wheel ({err}); "
-                                "pass musicnn-0.1.0-py3-none-any.whl from PyPI") from None
+                                f"pass {MUSICNN_WHEEL} from PyPI") from None
     return f"{folder}/"
 
 
 #: The musicnn variant (folder in the wheel) of each registry entry whose weights come from the wheel.
-WHEEL_VARIANTS = {"musicnn_msd": "MSD_musicnn", "musicnn_mtt": "MTT_musicnn"}
+WHEEL_VARIANTS = MUSICNN_WHEEL_VARIANTS
 
 
 def convert_wheel(wheel: Path | str, variant: str, dst: Path | str, *, model: str, release: dict) -> dict:

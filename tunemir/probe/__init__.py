@@ -1,7 +1,6 @@
 """Linear and MLP probes on fixed representations with jukemir's protocol, a whole grid at once."""
 
-import importlib
-
+from tunemir.lazy import lazy_attributes
 from tunemir.probe.config import GRIDS, ProbeConfig, grid_configs, uid_digest
 from tunemir.probe.data import ProbeData, ProbeDataError, ProbeDirs, cache_dir, load_probe_data
 from tunemir.probe.grid import GridError, read_configs, select_best, write_grid
@@ -12,12 +11,7 @@ from tunemir.probe.tasks import BUILTIN_TASKS, Task, TaskError, load_task
 _TORCH_ATTRIBUTES = {"evaluate": "tunemir.probe.metrics", "TrainSummary": "tunemir.probe.runs",
                      "train_pending": "tunemir.probe.runs", "ProbeResult": "tunemir.probe.train",
                      "train_grid": "tunemir.probe.train"}
-
-
-def __getattr__(name: str):
-    if name in _TORCH_ATTRIBUTES:
-        return getattr(importlib.import_module(_TORCH_ATTRIBUTES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _TORCH_ATTRIBUTES, globals)
 
 
 __all__ = [

@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from tunemir.models import SampleCNNConfig, TuneConfig, build_model
+from tunemir.models import MUSICNN_WHEEL, MUSICNN_WHEEL_SHA256, SampleCNNConfig, TuneConfig, build_model
 
 #: Same topology as the released models with a few channels, so tests run in milliseconds.
 TINY_CONFIGS = {
@@ -74,11 +74,6 @@ def write_released_weights(folder: Path, name: str, seed: int = 0) -> tuple[Path
         with zipfile.ZipFile(path, "w") as archive:
             archive.writestr(rel.member, buffer.getvalue())
     return path, model
-
-
-#: The musicnn 0.1.0 wheel on PyPI, which ships the MSD_musicnn and MTT_musicnn TensorFlow checkpoints.
-MUSICNN_WHEEL = "musicnn-0.1.0-py3-none-any.whl"
-MUSICNN_WHEEL_SHA256 = "f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa"
 
 
 def musicnn_wheel() -> Path:
