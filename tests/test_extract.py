@@ -18,6 +18,7 @@ from conftest import reference_vector
 from tunemir.audio import FRAME_LENGTH, SAMPLE_RATE
 from tunemir.cli import main
 from tunemir.extract import MANIFEST_NAME, ExtractUsageError, extract, find_audio_files, is_valid_output, select_shard
+from tunemir.extract.records import record_path
 from tunemir.models import HandcraftedFeature, load_model
 from tunemir.testing import save_tiny_checkpoint, write_audio
 
@@ -242,9 +243,13 @@ def test_killed_run_leaves_only_complete_files_and_resumes(tmp_path: Path):
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
-    assert 3 <= len(done_before) < 24, "the run must be killed part-way"
-    assert all(is_valid_output(out / name, 512) for name in done_before)
+    written = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
+    assert 3 <= len(written) < 24, "the run must be killed part-way"
+    assert all(is_valid_output(out / name, 512) for name in written)
+    # A vector is done once its source record follows it; the kill may fall between the two, and
+    # that one vector is then made again.
+    done_before = {name: mtime for name, mtime in written.items() if record_path(out, out / name).is_file()}
+    assert len(done_before) >= len(written) - 1
 
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert sorted(p.name for p in out.glob("*.npy")) == [f"{i:02d}.npy" for i in range(24)]
