@@ -292,7 +292,7 @@ def test_layer_k_runs_only_the_blocks_up_to_its_tap(name: str) -> None:
 # --- registry ---
 
 def test_available_models() -> None:
-    assert available_models() == ["chroma", "clmr", "mfcc", "musicnn_msd", "musicnn_mtt", "tune", "tune_plus"]
+    assert available_models() == ["chroma", "clmr", "mfcc", "musicnn", "musicnn_msd", "musicnn_mtt", "tune", "tune_plus"]
 
 
 @pytest.mark.parametrize("call", [build_model, load_model, get_info])

@@ -107,7 +107,8 @@ def test_a_wheel_that_is_not_the_release_is_refused(tmp_path, monkeypatch):
     # Pinned by hand but holding no checkpoint: named, not a traceback.
     result = invoke("weights", "fetch", "musicnn_msd", "--search-dir", tmp_path, "--sha256", digest)
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "its MSD_musicnn checkpoint cannot be read" in result.output and "get the wheel again" in result.output
+    assert "matches the pin but" in result.output and "cannot take MSD_musicnn out of the musicnn wheel" in result.output
+    assert "get that from https://pypi.org/project/musicnn/0.1.0/" in result.output
     assert not (tmp_path / "weights" / "musicnn_msd.safetensors").exists()
 
 
@@ -151,12 +152,14 @@ def test_short_file_gets_a_vector_and_layers_are_refused(weights_env, tf_models,
 
 
 def test_the_declaration_is_musicnns_own():
-    assert mn.WHEEL_VARIANTS == MODELS  # what `weights fetch` takes out of the wheel for each entry
-    for model in MODELS:
+    for model, variant in MODELS.items():  # what `weights fetch` takes out of the wheel for each entry
+        assert get_info(model).release.member == f"musicnn/{variant}/"
+    assert get_info("musicnn").release.filename == "MSD_musicnn_big"
+    for model in [*MODELS, "musicnn"]:
         spec = get_info(model).spec
         assert (spec.sample_rate, spec.frame_length) == (mn.SAMPLE_RATE, mn.PATCH_FRAMES * mn.HOP)
         assert spec.front_end == "spectrogram" and spec.num_layers == 1 and spec.pooling == "mean"
-        assert get_info(model).config == mn.PRESETS[MODELS[model]]
+        assert get_info(model).config == mn.PRESETS[MODELS.get(model, "MSD_musicnn_big")]
 
 
 def test_without_weights_the_message_says_how_to_fetch(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tunemir.testing import musicnn_wheel
+from tunemir.testing.tf_writer import write_checkpoint
 from tunemir.tf_checkpoint import TFCheckpointError, _crc32c_python, crc32c, read_checkpoint, read_index
 
 DATA = Path(__file__).parent / "data" / "tf_checkpoint"
@@ -30,6 +31,19 @@ def test_tiny_checkpoint_equals_what_tensorflow_reads():
         assert got[name].dtype == value.dtype, name
         assert got[name].shape == value.shape, name
         np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_the_test_writer_writes_what_tensorflow_writes(tmp_path):
+    # tunemir.testing.tf_writer makes checkpoints in released layouts for tests; its data shard is
+    # byte for byte TensorFlow's and its index entries (dtype, shape, offset, size, crc) are TF's.
+    variables = read_checkpoint(TINY)
+    write_checkpoint(tmp_path / "copy", variables)
+    assert (tmp_path / "copy.data-00000-of-00001").read_bytes() == Path(f"{TINY}.data-00000-of-00001").read_bytes()
+    assert read_index(tmp_path / "copy") == read_index(TINY)
+    back = read_checkpoint(tmp_path / "copy")
+    for name, value in variables.items():
+        assert back[name].dtype == value.dtype and back[name].shape == value.shape, name
+        np.testing.assert_array_equal(back[name], value, err_msg=name)
 
 
 def test_select_names_and_unknown_name():

@@ -3,54 +3,24 @@ to tunemir's safetensors format (what the extractor images do at build time)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import tempfile
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from tunemir.checkpoints import read_encoder_weights
 from tunemir.datasets.assets import Asset, OverrideError, check_mirror, check_weights_env_overrides, url_problem
 from tunemir.datasets.download import download_assets
 from tunemir.fileio import ensure_writable_dir, file_digest
-from tunemir.models import (CLMR_RELEASE_URL, MUSICNN_WHEEL, MUSICNN_WHEEL_PAGE, MUSICNN_WHEEL_SHA256,
-                            MUSICNN_WHEEL_URL, MUSICNN_WHEEL_VARIANTS, TUNE_RELEASE_FOLDER, WEIGHTS_DIR_ENV,
-                            convert_checkpoint, default_weights_path)
-from tunemir.models import musicnn
+from tunemir.models import WEIGHTS_DIR_ENV, Release, default_weights_path, releases
+from tunemir.models.release import ReleaseFormatError, pin_digest
 from tunemir.tf_checkpoint import TFCheckpointError
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Release:
-    """A model's published weights: the file as released, where it is, and the checkpoint in it.
-    `urls` is empty when the file has no direct download (a Google Drive folder). `sha256` is the
-    file's pin when tunemir knows it (else `--sha256` or `--pin-file` must give one). `member` is the
-    PyTorch checkpoint inside a zip; `tf_variant` the TensorFlow checkpoint inside a musicnn wheel
-    (`musicnn/<tf_variant>/`), converted by `tunemir.models.musicnn.convert_wheel`."""
-
-    model: str
-    filename: str
-    page: str
-    urls: tuple[str, ...] = ()
-    member: str | None = None
-    sha256: str | None = None
-    tf_variant: str | None = None
-
-
-RELEASES = {r.model: r for r in [
-    # The checkpoint jukemir's CLMR image and TUNe's CLMR baseline use.
-    Release("clmr", "clmr_magnatagatune_mlp.zip", CLMR_RELEASE_URL, (CLMR_RELEASE_URL,),
-            "clmr_magnatagatune_mlp/clmr_epoch=10000.ckpt"),
-    Release("tune", "tune_5_tail_epoch_10000.ckpt", TUNE_RELEASE_FOLDER),
-    Release("tune_plus", "tune_plus_epoch_10000.ckpt", TUNE_RELEASE_FOLDER),
-    # musicnn's TensorFlow checkpoints ship inside its PyPI wheel (sha256 as PyPI lists it).
-    *(Release(model, MUSICNN_WHEEL, MUSICNN_WHEEL_PAGE, (MUSICNN_WHEEL_URL,), sha256=MUSICNN_WHEEL_SHA256,
-              tf_variant=variant)
-      for model, variant in MUSICNN_WHEEL_VARIANTS.items()),
-]}
+#: Registry name -> its published weights, as the models declare them (`ModelInfo.release`).
+RELEASES = releases()
 
 
 class WeightsError(RuntimeError):
@@ -62,6 +32,7 @@ class WeightsUsageError(WeightsError):
 
 
 def release(model: str) -> Release:
+    """The published weights `model` declares."""
     try:
         return RELEASES[model]
     except KeyError:
@@ -137,54 +108,87 @@ def check_options(model: str, *, sha256: str | None = None, pin_file: Path | Non
 def fetch_weights(model: str, *, sha256: str | None = None, pin_file: Path | None = None,
                   search_dirs: tuple[Path, ...] = (), urls: tuple[str, ...] = (), output: Path | None = None,
                   progress: bool = False) -> Path:
-    """Write `output` (default `$TUNEMIR_WEIGHTS_DIR/<model>.safetensors`) from `model`'s released file.
+    """Write `output` (default `$TUNEMIR_WEIGHTS_DIR/<model>.safetensors`) from `model`'s released weights.
 
     The file is taken from the first of `search_dirs` holding it, else downloaded (`urls`, then
     the release's own; `TUNEMIR_URL_WEIGHTS_<MODEL>` and `TUNEMIR_DATA_MIRROR` apply as for
     datasets). It must match `sha256` (or the pin in `pin_file`): nothing is converted unchecked.
-    An `output` already converted from the pinned file is kept. Options that cannot work raise
-    `WeightsUsageError` before anything is read or downloaded.
+    A folder release (musicnn's MSD_musicnn_big) is found in `search_dirs` only, each of its files
+    checked against its pin (`pin_file` may pin them by sha256 instead). The model's declared
+    converter writes the output. An `output` already converted from the pinned release is kept.
+    Options that cannot work raise `WeightsUsageError` before anything is read or downloaded.
     """
     rel = release(model)
     output = check_options(model, sha256=sha256, pin_file=pin_file, search_dirs=search_dirs, urls=urls,
                            output=output)
+    if rel.is_folder:
+        if sha256 or urls:
+            option = "--sha256" if sha256 else "--url"
+            raise WeightsUsageError(
+                f"{option}: {model}'s weights are a folder ({rel.filename}: {', '.join(n for n, _ in rel.files)}) "
+                f"whose files are pinned one by one and taken from --search-dir only; to pin them otherwise, "
+                f"give a --pin-file with a sha256sum line per file")
+        record = {"file": rel.filename, "pins": _folder_pins(rel, pin_file)}
+    else:
+        record = {"file": rel.filename, "sha256": _file_pin(rel, sha256, pin_file)}
+    if _converted_from(output) == record:
+        log.info("%s already holds %s (%s)", output, rel.filename, _pin_words(record))
+        return output
+    with tempfile.TemporaryDirectory(prefix="tunemir-weights-") as tmp:
+        dirs = tuple(Path(d) for d in search_dirs)
+        if rel.is_folder:
+            source = _locate_folder(model, rel, record["pins"], dirs)
+        else:
+            source = _locate(model, rel, record["sha256"], dirs, urls, Path(tmp), progress)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        module, _, function = rel.converter.partition(":")
+        convert = getattr(importlib.import_module(module), function)
+        try:
+            convert(source, output, model=model, release=rel, pin=record, workdir=Path(tmp))
+        except (ReleaseFormatError, TFCheckpointError) as err:
+            raise WeightsError(f"{rel.filename} matches the pin but {err}, so it is not the released "
+                               f"{'folder' if rel.is_folder else 'file'}: get that from {rel.page}, check it and "
+                               f"fix the pin") from None
+    log.info("wrote %s from %s (%s)", output, rel.filename, _pin_words(record))
+    return output
+
+
+def _file_pin(rel: Release, sha256: str | None, pin_file: Path | None) -> str:
     pinned = sha256.strip() if sha256 else (read_pin(pin_file, rel.filename) if pin_file else rel.sha256)
     if not pinned:
         where = f"pin it in {pin_file}" if pin_file else "pass --sha256 HEX"
         raise WeightsError(
             f"no sha256 is pinned for {rel.filename}, and weights are never converted unchecked. Get the "
             f"file from {rel.page}, check it, then {where} (`sha256sum {rel.filename}` prints the line)")
-    pinned = pinned.lower()
-    if _converted_from(output) == pinned:
-        log.info("%s already holds %s (sha256 %s)", output, rel.filename, pinned[:12])
-        return output
-    with tempfile.TemporaryDirectory(prefix="tunemir-weights-") as tmp:
-        source = _locate(rel, pinned, tuple(Path(d) for d in search_dirs), urls, Path(tmp), progress)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        pin = {"file": rel.filename, "sha256": pinned}
-        if rel.tf_variant:
-            try:
-                musicnn.convert_wheel(source, rel.tf_variant, output, model=model, release=pin)
-            except TFCheckpointError as err:
-                raise WeightsError(f"{rel.filename} matches the pin but its {rel.tf_variant} checkpoint cannot be "
-                                   f"read ({err}); get the wheel again from {rel.page}") from None
-        else:
-            convert_checkpoint(_unpack(rel, source, Path(tmp)), output, model, release=pin)
-    log.info("wrote %s from %s (sha256 %s)", output, rel.filename, pinned[:12])
-    return output
+    return pinned.lower()
 
 
-def _converted_from(path: Path) -> str | None:
-    """The pinned sha256 recorded in a converted file, or None (missing, other or unreadable)."""
+def _folder_pins(rel: Release, pin_file: Path | None) -> dict[str, str]:
+    """Each file of a folder release -> its pin: the pin file's sha256 line for it, else the release's."""
+    pins = {}
+    for name, default in rel.files:
+        override = read_pin(pin_file, name) if pin_file else None
+        pins[name] = f"sha256:{override}" if override else default
+    return pins
+
+
+def _pin_words(record: dict) -> str:
+    if "sha256" in record:
+        return f"sha256 {record['sha256'][:12]}"
+    return ", ".join(f"{name} {pin[:16]}" for name, pin in record["pins"].items())
+
+
+def _converted_from(path: Path) -> dict | None:
+    """The release recorded in a converted file (its name and pins), or None (missing, other or unreadable)."""
     if not path.is_file():
         return None
     try:
-        return read_encoder_weights(path).metadata.get("source", {}).get("release", {}).get("sha256")
+        return read_encoder_weights(path).metadata.get("source", {}).get("release")
     except Exception:  # noqa: BLE001 - a damaged file is simply converted again
         return None
 
 
-def _locate(rel: Release, pinned: str, search_dirs: tuple[Path, ...], urls: tuple[str, ...], tmp: Path,
+def _locate(model: str, rel: Release, pinned: str, search_dirs: tuple[Path, ...], urls: tuple[str, ...], tmp: Path,
             progress: bool) -> Path:
     for folder in search_dirs:
         candidate = folder / rel.filename
@@ -196,27 +200,37 @@ def _locate(rel: Release, pinned: str, search_dirs: tuple[Path, ...], urls: tupl
             return candidate
     candidates = tuple(urls) + rel.urls
     if not candidates:
-        looked = ", ".join(f"{d}{'' if d.is_dir() else ' (does not exist)'}" for d in search_dirs) or \
-            "no --search-dir given"
-        raise WeightsError(f"{rel.filename} has no direct download URL and is not in {looked}: download it "
-                           f"from {rel.page} and put it there (for the images: containers/{rel.model}/)")
-    asset = Asset(weight_tag(rel.model), f"weights/{rel.filename}", candidates, pinned)
+        raise WeightsError(f"{rel.filename} has no direct download URL and is not in {_looked(search_dirs)}: "
+                           f"download it from {rel.page} and put it there (for the images: containers/{model}/)")
+    asset = Asset(weight_tag(model), f"weights/{rel.filename}", candidates, pinned)
     summary = download_assets([asset], tmp, jobs=1, progress=progress)
     if not summary.ok:
         raise WeightsError(f"could not fetch {rel.filename}: {summary.failed[0].detail}")
     return tmp / asset.path
 
 
-def _unpack(rel: Release, source: Path, tmp: Path) -> Path:
-    if rel.member is None:
-        return source
-    try:
-        with zipfile.ZipFile(source) as archive:
-            target = tmp / Path(rel.member).name
-            with archive.open(rel.member) as src, open(target, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-    except (zipfile.BadZipFile, KeyError) as err:
-        raise WeightsError(f"{rel.filename} matches the pin but does not hold {rel.member} ({err}), so it is not "
-                           f"the released file: get that from {rel.page}, check it and fix the pin") from None
-    return target
+def _looked(search_dirs: tuple[Path, ...]) -> str:
+    return ", ".join(f"{d}{'' if d.is_dir() else ' (does not exist)'}" for d in search_dirs) or "no --search-dir given"
+
+
+def _locate_folder(model: str, rel: Release, pins: dict[str, str], search_dirs: tuple[Path, ...]) -> Path:
+    """The first folder of a search dir (itself, its `<release folder>/`, or its `musicnn/<release
+    folder>/`, as in a clone of the repository) holding the release's files, each matching its pin."""
+    for root in search_dirs:
+        for folder in (root, root / rel.filename, root / "musicnn" / rel.filename):
+            present = [name for name in pins if (folder / name).is_file()]
+            if not present:
+                continue
+            missing = [name for name in pins if name not in present]
+            if missing:
+                raise WeightsError(f"{folder} holds {', '.join(present)} but not {', '.join(missing)}: copy the whole "
+                                   f"{rel.filename} folder from {rel.page} (a clone of that repository has them all)")
+            for name, pin in pins.items():
+                digest = pin_digest(folder / name, pin)
+                if digest != pin:
+                    raise WeightsError(f"{folder / name} has {digest}, but {pin} is pinned: replace it with the "
+                                       f"released file from {rel.page}, or fix the pin")
+            return folder
+    raise WeightsError(f"{rel.filename} ({', '.join(pins)}) is not in {_looked(search_dirs)} and has no download here: "
+                       f"take the folder from {rel.page} (a clone of that repository holds it) and "
+                       f"pass --search-dir to it (for the image: copy it into containers/{model}/)")

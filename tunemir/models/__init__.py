@@ -15,11 +15,12 @@ from tunemir.audio import FRAME_LENGTH, SAMPLE_RATE
 from tunemir.lazy import lazy_attributes
 from tunemir.models.configs import MusicnnConfig, SampleCNNConfig, TuneConfig
 from tunemir.models.handcrafted import HandcraftedFeature
+from tunemir.models.release import Release
 
 __all__ = [
-    "Encoder", "HandcraftedFeature", "ModelInfo", "ModelSpec", "MusicnnConfig", "SampleCNN", "SampleCNNConfig", "Tune",
+    "Encoder", "HandcraftedFeature", "ModelInfo", "ModelSpec", "MusicnnConfig", "Release", "SampleCNN", "SampleCNNConfig", "Tune",
     "TuneConfig", "UnknownModelError", "available_models", "build_model", "config_from_dict",
-    "default_weights_path", "get_info", "infer_model", "load_encoder", "load_model",
+    "default_weights_path", "get_info", "releases", "infer_model", "load_encoder", "load_model",
 ]
 
 #: Where `load_model` looks for `<name>.safetensors` when no checkpoint is given.
@@ -116,9 +117,11 @@ def _is_function_name(name: str) -> bool:
 @dataclass(frozen=True)
 class ModelInfo:
     """What the registry knows of a model: its default configuration, its declarations for the
-    pipeline (`spec`), where its released weights are, and its class (`builder`, "module:Class",
-    called with the configuration and imported only when a model is built, so the registry needs
-    no torch; empty for a whole-file feature, whose configuration is the feature itself)."""
+    pipeline (`spec`), where its released weights are (`weights_url`, in words) and how `tunemir
+    weights fetch` finds, checks and converts them (`release`), and its class (`builder`,
+    "module:Class", called with the configuration and imported only when a model is built, so the
+    registry needs no torch; empty for a whole-file feature, whose configuration is the feature
+    itself)."""
 
     name: str
     summary: str
@@ -126,6 +129,7 @@ class ModelInfo:
     weights_url: str = ""
     spec: ModelSpec = ModelSpec()
     builder: str = ""
+    release: Release | None = None
 
     def __post_init__(self) -> None:
         if self.spec.framed != bool(self.builder):  # an encoder needs its class; a feature has none
@@ -154,11 +158,28 @@ MUSICNN_WHEEL_URL = (  # PyPI's file, as its simple index lists it
     f"{MUSICNN_WHEEL}")
 #: Registry name -> the TensorFlow checkpoint in the wheel (`musicnn/<variant>/`) its weights come from.
 MUSICNN_WHEEL_VARIANTS = {"musicnn_msd": "MSD_musicnn", "musicnn_mtt": "MTT_musicnn"}
+#: MSD_musicnn_big, the variant jukemir used, is only in musicnn's GitHub repository (not in the
+#: wheel); the user brings the folder. Its files are pinned by their git blob ids at that commit
+#: (`git ls-tree 516acb2 musicnn/MSD_musicnn_big/`), the only digests its publisher gives.
+MUSICNN_REPO_COMMIT = "516acb2a0ff5ef73f64547898e018e793152c506"
+MUSICNN_BIG_PAGE = f"https://github.com/jordipons/musicnn/tree/{MUSICNN_REPO_COMMIT}/musicnn/MSD_musicnn_big"
+MUSICNN_BIG_FILES = ((".index", "git:879aed424637e59e5928e8395070778494d3d304"),
+                     (".data-00000-of-00001", "git:8797b12a184750ac483685d294a715259922b1b4"))
 # musicnn's input: 16 kHz log-mel patches of 187 STFT frames (hop 256) cut from the whole file by
-# `tunemir.models.musicnn.patches` (its STFT frames straddle the 3-s patch boundaries, so the patches
+# `tunemir.models.musicnn:patches` (its STFT frames straddle the 3-s patch boundaries, so the patches
 # cannot be computed from waveform frames); a patch spans 187 * 256 samples.
 _MUSICNN_SPEC = ModelSpec(sample_rate=16000, frame_length=187 * 256, front_end="spectrogram",
                           spectrogram="tunemir.models.musicnn:patches", num_layers=MusicnnConfig().num_layers)
+_MUSICNN_BIG = MusicnnConfig(midend_filters=512, backend_units=500)
+_PYTORCH_RELEASE = "tunemir.models.loading:convert_release"  # a PyTorch / Lightning checkpoint (in a zip)
+
+
+def _musicnn(name: str, variant: str, config: MusicnnConfig, where: str, release: Release) -> ModelInfo:
+    return ModelInfo(name, f"musicnn {variant} (Pons & Serra 2019), jukemir's mean_pool + max_pool, "
+                     f"{config.embedding_dim}-d", config, where, _MUSICNN_SPEC, "tunemir.models.musicnn:Musicnn",
+                     release)
+
+
 _REGISTRY = {
     info.name: info
     for info in [
@@ -166,16 +187,24 @@ _REGISTRY = {
             "clmr", "CLMR SampleCNN (Spijkervet & Burgoyne 2021), 512-d", SampleCNNConfig(),
             f"{CLMR_RELEASE_URL} (clmr_magnatagatune_mlp/clmr_epoch=10000.ckpt, the checkpoint jukemir uses)",
             ModelSpec(num_layers=SampleCNNConfig().num_layers), "tunemir.models.samplecnn:SampleCNN",
+            Release("clmr_magnatagatune_mlp.zip", CLMR_RELEASE_URL, _PYTORCH_RELEASE, (CLMR_RELEASE_URL,),
+                    member="clmr_magnatagatune_mlp/clmr_epoch=10000.ckpt"),
         ),
         ModelInfo("tune", "TUNe, Tailed U-Net Tail+5 (Velez Vasquez & Burgoyne 2022), 512-d",
-                  TuneConfig(), _TUNE_WEIGHTS, ModelSpec(num_layers=TuneConfig().num_layers), "tunemir.models.tune:Tune"),
+                  TuneConfig(), _TUNE_WEIGHTS, ModelSpec(num_layers=TuneConfig().num_layers), "tunemir.models.tune:Tune",
+                  Release("tune_5_tail_epoch_10000.ckpt", TUNE_RELEASE_FOLDER, _PYTORCH_RELEASE)),
         ModelInfo("tune_plus", "TUNe+, Tailed U-Net with pink links, 512-d", TuneConfig(plus=True), _TUNE_WEIGHTS,
-                  ModelSpec(num_layers=TuneConfig(plus=True).num_layers), "tunemir.models.tune:Tune"),
-        *(ModelInfo(name, f"musicnn {variant} (Pons & Serra 2019), jukemir's mean_pool + max_pool, "
-                    f"{MusicnnConfig().embedding_dim}-d", MusicnnConfig(),
-                    f"{MUSICNN_WHEEL_PAGE} ({MUSICNN_WHEEL}, musicnn/{variant}/)", _MUSICNN_SPEC,
-                    "tunemir.models.musicnn:Musicnn")
+                  ModelSpec(num_layers=TuneConfig(plus=True).num_layers), "tunemir.models.tune:Tune",
+                  Release("tune_plus_epoch_10000.ckpt", TUNE_RELEASE_FOLDER, _PYTORCH_RELEASE)),
+        *(_musicnn(name, variant, MusicnnConfig(), f"{MUSICNN_WHEEL_PAGE} ({MUSICNN_WHEEL}, musicnn/{variant}/)",
+                   Release(MUSICNN_WHEEL, MUSICNN_WHEEL_PAGE, "tunemir.models.musicnn:convert_wheel_release",
+                           (MUSICNN_WHEEL_URL,), sha256=MUSICNN_WHEEL_SHA256, member=f"musicnn/{variant}/"))
           for name, variant in MUSICNN_WHEEL_VARIANTS.items()),
+        _musicnn("musicnn", "MSD_musicnn_big", _MUSICNN_BIG,
+                 f"the MSD_musicnn_big folder of musicnn's GitHub repository at {MUSICNN_REPO_COMMIT[:7]} "
+                 f"({MUSICNN_BIG_PAGE}; not in the PyPI wheel)",
+                 Release("MSD_musicnn_big", MUSICNN_BIG_PAGE, "tunemir.models.musicnn:convert_folder_release",
+                         files=MUSICNN_BIG_FILES)),
         ModelInfo("chroma", "jukemir handcrafted: moments of chroma_cqt, 72-d", HandcraftedFeature("chroma"),
                   spec=ModelSpec(front_end="whole_file")),
         ModelInfo("mfcc", "jukemir handcrafted: moments of MFCC, 120-d", HandcraftedFeature("mfcc"),
@@ -191,6 +220,11 @@ class UnknownModelError(ValueError):
 def available_models() -> list[str]:
     """Names accepted by `build_model`, `load_model` and `tunemir extract`."""
     return sorted(_REGISTRY)
+
+
+def releases() -> dict[str, Release]:
+    """Models with published weights (`tunemir weights fetch` takes these names) -> their release."""
+    return {name: info.release for name, info in sorted(_REGISTRY.items()) if info.release is not None}
 
 
 def get_info(name: str) -> ModelInfo:

@@ -6,6 +6,8 @@ import copy
 import dataclasses
 import importlib
 import os
+import shutil
+import zipfile
 from pathlib import Path
 
 import torch
@@ -17,6 +19,7 @@ from tunemir.models.base import Encoder, InferenceEncoder
 from tunemir.models.configs import MusicnnConfig, SampleCNNConfig, TuneConfig
 from tunemir.models.musicnn import Musicnn, MusicnnEmbedding
 from tunemir.models.handcrafted import HandcraftedFeature
+from tunemir.models.release import Release, ReleaseFormatError
 
 
 def build_model(name: str, config=None) -> Encoder | HandcraftedFeature:
@@ -66,12 +69,15 @@ def _infer_musicnn(state: dict[str, torch.Tensor], prefer: tuple[str | None, ...
                                  backend_units=state["dense.weight"].shape[0],
                                  num_classes=state["logits.weight"].shape[0])
     names = [n for n in available_models() if isinstance(get_info(n).config, MusicnnConfig)]
+    shaped = [n for n in names if get_info(n).config == config]  # the variants of this shape
     for name in prefer:
-        if name in names:
+        if name in (shaped or names):
             return name, config
+    if len(shaped) == 1:
+        return shaped[0], config
     raise checkpoints.CheckpointError(
-        f"the weights are a musicnn, whose variants ({', '.join(names)}) share one layout; name the model "
-        f"(e.g. --model {names[0]})")
+        f"the weights are a musicnn, whose variants {', '.join(shaped or names)} share this layout; name the model "
+        f"(e.g. --model {(shaped or names)[0]})")
 
 
 def load_model(
@@ -127,6 +133,21 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, name: str
     return checkpoints.save_checkpoint(
         dst, weights.state_dict, model=detected, config=dataclasses.asdict(model.config), source=source
     )
+
+
+def convert_release(source: Path, output: Path, *, model: str, release: Release, pin: dict, workdir: Path) -> None:
+    """The converter of PyTorch releases (`Release.converter`): the checkpoint `source` (or the
+    `release.member` inside the zip `source`) -> tunemir's checkpoint `output`, recording `pin`."""
+    checkpoint = Path(source)
+    if release.member is not None:
+        try:
+            with zipfile.ZipFile(source) as archive:
+                checkpoint = Path(workdir) / Path(release.member).name
+                with archive.open(release.member) as src, open(checkpoint, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        except (zipfile.BadZipFile, KeyError) as err:
+            raise ReleaseFormatError(f"does not hold {release.member} ({err})") from None
+    convert_checkpoint(checkpoint, output, model, release=pin)
 
 
 def _read_checked(path, name: str | None) -> tuple[Encoder, str, checkpoints.EncoderWeights]:

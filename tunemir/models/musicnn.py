@@ -21,8 +21,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from tunemir import checkpoints
-from tunemir.models import MUSICNN_WHEEL, MUSICNN_WHEEL_VARIANTS
+from tunemir.models import MUSICNN_WHEEL, get_info
 from tunemir.models.configs import MusicnnConfig
+from tunemir.models.release import Release, ReleaseFormatError
 from tunemir.tf_checkpoint import TFCheckpointError, read_checkpoint
 
 SAMPLE_RATE = 16000
@@ -259,10 +260,6 @@ def extract_wheel_checkpoint(wheel: Path | str, model: str, dest: Path | str) ->
     return f"{folder}/"
 
 
-#: The musicnn variant (folder in the wheel) of each registry entry whose weights come from the wheel.
-WHEEL_VARIANTS = MUSICNN_WHEEL_VARIANTS
-
-
 def convert_wheel(wheel: Path | str, variant: str, dst: Path | str, *, model: str, release: dict) -> dict:
     """Write tunemir's safetensors checkpoint of `variant` (e.g. "MSD_musicnn") taken from the
     musicnn wheel, recorded as registry model `model`; `release` (the wheel's name and pinned
@@ -272,6 +269,27 @@ def convert_wheel(wheel: Path | str, variant: str, dst: Path | str, *, model: st
         net = musicnn_from_tf_checkpoint(prefix)
     source = {"file": Path(wheel).name, "format": "tensorflow", "member": f"musicnn/{variant}/", "release": release}
     return checkpoints.save_checkpoint(dst, net.state_dict(), model=model, config=asdict(net.config), source=source)
+
+
+def convert_wheel_release(source: Path, output: Path, *, model: str, release: Release, pin: dict,
+                          workdir: Path) -> None:
+    """The converter of the wheel's variants (`Release.converter`): `release.member` is
+    `musicnn/<variant>/`."""
+    convert_wheel(source, Path(release.member).name, output, model=model, release=pin)
+
+
+def convert_folder_release(source: Path, output: Path, *, model: str, release: Release, pin: dict,
+                           workdir: Path) -> None:
+    """The converter of a checkpoint folder such as the repository's `musicnn/MSD_musicnn_big/`
+    (files `.index`, `.data-00000-of-00001`): it must hold the variant the registry declares."""
+    net = musicnn_from_tf_checkpoint(f"{source}/")
+    expected = get_info(model).config
+    if net.config != expected:
+        raise ReleaseFormatError(
+            f"{source} holds a musicnn with mid-end width {net.config.midend_filters} and {net.config.backend_units} "
+            f"dense units, not {release.filename}'s {expected.midend_filters} and {expected.backend_units}")
+    meta = {"file": release.filename, "format": "tensorflow", "release": pin}
+    checkpoints.save_checkpoint(output, net.state_dict(), model=model, config=asdict(net.config), source=meta)
 
 
 # ---------------------------------------------------------------- front end (numpy)
