@@ -11,8 +11,10 @@
 #      `docker compose run --rm probe` (steps 4-6 inside the image) gives step 2's results.
 # The extractors get test weights: tiny checkpoints laid out as the releases, served on
 # 127.0.0.1 and passed as TUNEMIR_WEIGHTS_URL_<MODEL> + TUNEMIR_WEIGHTS_SHA256_<MODEL>, so the
-# build's fetch-verify-convert step runs for real. The engine is .ci/engine.sh's podman; when
-# none can be installed the step is skipped, saying so. Needs about 25 GB of free disk.
+# build's fetch-verify-convert step runs for real; musicnn's, a folder of TensorFlow checkpoint
+# files with random weights, goes into containers/musicnn/ with a pin file of its own (PIN_FILE).
+# The engine is .ci/engine.sh's podman; when none can be installed the step is skipped, saying
+# so. Needs about 25 GB of free disk.
 #
 #   bash .ci/images.sh          # from the repository root; TUNEMIR_IMAGES_WORK: scratch folder
 set -euo pipefail
@@ -56,11 +58,13 @@ expect_exit() {  # CODE COMMAND...: run it; its exit code must be CODE
   "$@" || got=$?
   (( got == want )) || { echo "images: exit $got, not $want: $*" >&2; return 1; }
 }
+EXTRACTORS="tune tune_plus clmr musicnn"
+MUSICNN_TEST_FOLDER=$ROOT/containers/musicnn/MSD_musicnn_big MUSICNN_TEST_PINS=$ROOT/containers/musicnn/ci.sha256
 cleanup() {
   [[ -z ${SERVER_PID:-} ]] || kill "$SERVER_PID" 2>/dev/null || true
   # The extractors hold test weights: none of them may stay tagged as a release.
-  podman rmi -f tunemir/representations_tune tunemir/representations_tune_plus \
-    tunemir/representations_clmr >/dev/null 2>&1 || true
+  for model in $EXTRACTORS; do podman rmi -f "tunemir/representations_$model" >/dev/null 2>&1 || true; done
+  [[ -z ${MUSICNN_WRITTEN:-} ]] || rm -rf "$MUSICNN_TEST_FOLDER" "$MUSICNN_TEST_PINS"
   engine_stop
 }
 trap cleanup EXIT
@@ -77,11 +81,16 @@ while read -r model file sha _; do
   suffix=$(echo "$model" | tr '[:lower:]' '[:upper:]')
   export "TUNEMIR_WEIGHTS_URL_$suffix=http://127.0.0.1:$PORT/$file" "TUNEMIR_WEIGHTS_SHA256_$suffix=$sha"
 done <"$WORK/weights.txt"
+"${CHECK[@]}" musicnn-folder "$MUSICNN_TEST_FOLDER" "$MUSICNN_TEST_PINS"
+MUSICNN_WRITTEN=1
+export TUNEMIR_WEIGHTS_PIN_FILE_MUSICNN=ci.sha256
+"$TUNEMIR" -q weights fetch musicnn --search-dir containers/musicnn --pin-file "$MUSICNN_TEST_PINS" \
+  --output "$WORK/musicnn.safetensors"
 
 # --- build: the reproduce script users run ---------------------------------------------------
 export TUNEMIR_RUNNER=docker TUNEMIR_GPUS=none TUNEMIR_PYTORCH_IMAGE=$STAND_IN_BASE
 export TUNEMIR_BUILD_FLAGS="--network host"
-TUNEMIR_REPRESENTATIONS="tune tune_plus clmr" step "0_docker.sh (every image)" reproduce/0_docker.sh
+TUNEMIR_REPRESENTATIONS=$EXTRACTORS step "0_docker.sh (every image)" reproduce/0_docker.sh
 while read -r _ file _ _; do  # each build downloaded its weights
   grep -q "GET /$file HTTP/1.[01]\" 200" "$WORK/served.log" || { echo "images: $file was never fetched" >&2; exit 1; }
 done <"$WORK/weights.txt"
@@ -94,15 +103,19 @@ fi
 grep -q "sha256" "$WORK/wrong-pin.log" || { echo "images: the wrong pin's error names no sha256" >&2; exit 1; }
 [[ -z $(podman run --rm --entrypoint find tunemir/representations_tune_plus / -xdev -name '*.ckpt') ]] \
   || { echo "images: a checkpoint was left in the tune_plus image" >&2; exit 1; }
+[[ -z $(podman run --rm --entrypoint find tunemir/representations_musicnn / -xdev -name '.data-0000*') ]] \
+  || { echo "images: the TensorFlow checkpoint was left in the musicnn image" >&2; exit 1; }
 
 # --- 1. the extraction contract ---------------------------------------------------------------
 cd "$WORK"
 "${CHECK[@]}" inputs wavs
-ckpt() { awk -v m="$1" '$1 == m {print $4}' "$WORK/weights.txt"; }  # MODEL: its checkpoint, for native extraction
+ckpt() {  # MODEL: its checkpoint, for native extraction
+  if [[ $1 == musicnn ]]; then echo "$WORK/musicnn.safetensors"; else awk -v m="$1" '$1 == m {print $4}' "$WORK/weights.txt"; fi
+}
 contract() {
   local model
   mkdir -p out
-  for model in tune tune_plus clmr; do
+  for model in $EXTRACTORS; do
     expect_exit 1 "$TUNEMIR" -q extract "$model" wavs "native-$model" --checkpoint "$(ckpt "$model")" --workers 0 --device cpu
     # As the image's own user (uid 1000) into a folder anyone may write, and as the host user.
     mkdir -m 1777 "out/$model"
@@ -128,7 +141,7 @@ contract() {
   [[ $(cat shards.txt) == $'0 todo\n1 done\n2 done' ]] || { echo "images: shard states: $(cat shards.txt)" >&2; exit 1; }
   "${CHECK[@]}" same native-tune_plus out/shards --uid 1000
 }
-step "extraction contract (3 images, 7 runs)" contract
+step "extraction contract (4 images, 8 runs)" contract
 
 # --- 2 and 3: the reproduce scripts in Docker mode, compose -----------------------------------
 export TUNEMIR_CACHE_DIR=$WORK/cache TUNEMIR_RUNS_DIR=$WORK/runs TUNEMIR_GRID=smoke TUNEMIR_SHARD_SIZE=32

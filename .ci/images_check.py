@@ -2,6 +2,7 @@
 
     python .ci/images_check.py inputs DIR            the mixed input folder (formats, rates, a corrupt file)
     python .ci/images_check.py weights DIR           tiny checkpoints named and laid out as the releases
+    python .ci/images_check.py musicnn-folder DIR PINS  a random MSD_musicnn_big in DIR, its sha256 pins in PINS
     python .ci/images_check.py same NATIVE IMAGE --uid U [--skipped N] [--subset]
     python .ci/images_check.py results A B           B's reproduce/results are A's (some of them)
 
@@ -60,6 +61,21 @@ def write_weights(folder: Path) -> None:
                 checkpoint = checkpoint.with_name(Path(member).name)
                 checkpoint.write_bytes(archive.read(member))
         print(model, path.name, hashlib.sha256(path.read_bytes()).hexdigest(), checkpoint)
+
+
+def write_musicnn_folder(folder: Path, pins: Path) -> None:
+    """musicnn's release is a folder of TF checkpoint files (MSD_musicnn_big), pinned by git blob
+    ids that random weights cannot match: write one of random weights, and a pin file with their
+    sha256 (the image builds with --build-arg PIN_FILE)."""
+    from tunemir.models import MUSICNN_BIG_FILES
+    from tunemir.testing import write_musicnn_folder as write
+
+    if folder.exists():
+        raise SystemExit(f"images_check: {folder} exists (a real MSD_musicnn_big?); CI writes test weights only "
+                         f"into a fresh clone")
+    write(folder, seed=5)
+    pins.write_text("".join(f"{hashlib.sha256((folder / name).read_bytes()).hexdigest()}  {name}\n"
+                            for name, _ in MUSICNN_BIG_FILES))
 
 
 def vectors(folder: Path) -> dict[str, Path]:
@@ -127,6 +143,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("inputs").add_argument("folder", type=Path)
     sub.add_parser("weights").add_argument("folder", type=Path)
+    p = sub.add_parser("musicnn-folder")
+    p.add_argument("folder", type=Path)
+    p.add_argument("pins", type=Path)
     p = sub.add_parser("same")
     p.add_argument("native", type=Path)
     p.add_argument("image", type=Path)
@@ -142,6 +161,9 @@ def main() -> None:
         return
     if args.command == "weights":
         write_weights(args.folder)
+        return
+    if args.command == "musicnn-folder":
+        write_musicnn_folder(args.folder, args.pins)
         return
     if args.command == "same":
         problems = same(args.native, args.image, args.uid, args.skipped, args.subset)

@@ -7,6 +7,8 @@
 #   TUNEMIR_PYTORCH_IMAGE           the image tunemir/base starts from (the Dockerfile's pytorch/pytorch tag)
 #   TUNEMIR_WEIGHTS_URL_<MODEL>     where a model's checkpoint is downloaded from (e.g. _TUNE_PLUS; a mirror)
 #   TUNEMIR_WEIGHTS_SHA256_<MODEL>  its sha256, instead of the one pinned in containers/<model>/weights.sha256
+#   TUNEMIR_WEIGHTS_PIN_FILE_<MODEL> a pin file inside containers/<model>/ read instead of weights.sha256
+#                                   (musicnn, whose released folder has a pin per file)
 #   TUNEMIR_BUILD_FLAGS             more `docker build` options for every image (--network host, --no-cache)
 source "$(dirname "$0")/common.sh"
 
@@ -22,7 +24,8 @@ done
 if [[ $RUNNER == native ]]; then
   for model in "${models[@]}"; do
     say "0_docker: released $model weights -> ${TUNEMIR_WEIGHTS_DIR:-~/.cache/tunemir/weights}/$model.safetensors"
-    "$TUNEMIR" weights fetch "$model" --pin-file "$REPO_DIR/containers/$model/weights.sha256" \
+    pins=TUNEMIR_WEIGHTS_PIN_FILE_$(echo "$model" | tr '[:lower:]' '[:upper:]')
+    "$TUNEMIR" weights fetch "$model" --pin-file "$REPO_DIR/containers/$model/${!pins:-weights.sha256}" \
       --search-dir "$REPO_DIR/containers/$model"
   done
   exit 0
@@ -38,12 +41,13 @@ build() {  # IMAGE DOCKERFILE [ARGS...]
     "${flags[@]}" "$@" .
   say "0_docker: built $image in $(( SECONDS - start )) s"
 }
-weights_args() {  # MODEL: the --build-arg options of its TUNEMIR_WEIGHTS_URL_/_SHA256_ settings
-  local suffix url sha
+weights_args() {  # MODEL: the --build-arg options of its TUNEMIR_WEIGHTS_URL_/_SHA256_/_PIN_FILE_ settings
+  local suffix url sha pins
   suffix=$(echo "$1" | tr '[:lower:]' '[:upper:]')
-  url=TUNEMIR_WEIGHTS_URL_$suffix; sha=TUNEMIR_WEIGHTS_SHA256_$suffix
+  url=TUNEMIR_WEIGHTS_URL_$suffix; sha=TUNEMIR_WEIGHTS_SHA256_$suffix; pins=TUNEMIR_WEIGHTS_PIN_FILE_$suffix
   [[ -z ${!url:-} ]] || echo "--build-arg=WEIGHTS_URL=${!url}"
   [[ -z ${!sha:-} ]] || echo "--build-arg=WEIGHTS_SHA256=${!sha}"
+  [[ -z ${!pins:-} ]] || echo "--build-arg=PIN_FILE=${!pins}"
 }
 base_args=()
 [[ -z ${TUNEMIR_PYTORCH_IMAGE:-} ]] || base_args=(--build-arg "PYTORCH_IMAGE=$TUNEMIR_PYTORCH_IMAGE")

@@ -7,6 +7,7 @@
 # does not stop the others: the script lists them at the end (logs in reproduce/logs/) and
 # exits 1.
 source "$(dirname "$0")/common.sh"
+check_models
 
 # tunemir_extract SLOT AUDIO SPEC ARGS...: `tunemir extract` of one representation of a dataset's
 # audio, natively or in its image (on GPU SLOT, or "cpu"), with extra ARGS (shard, --list-shards).

@@ -24,8 +24,9 @@ GRID=${TUNEMIR_GRID:-paper}
 SHARD_SIZE=${TUNEMIR_SHARD_SIZE:-256}
 TUNEMIR=${TUNEMIR_BIN:-tunemir}
 IMAGES=${TUNEMIR_IMAGE_PREFIX:-tunemir}
-MODELS_WITH_IMAGES="tune tune_plus clmr"
-ALL_MODELS="tune tune_plus clmr chroma mfcc"
+# The extractor images: each containers/<model>/ folder that pins its model's weights (weights.sha256)
+# builds tunemir/representations_<model>; other models run in the probe image.
+MODELS_WITH_IMAGES=$(for pin in "$REPO_DIR"/containers/*/weights.sha256; do basename "$(dirname "$pin")"; done | tr '\n' ' ')
 
 die() { echo "error: $*" >&2; exit 2; }
 say() { echo "[$(date +%H:%M:%S)] $*"; }
@@ -55,10 +56,27 @@ rep_checkpoint() {  # the TUNEMIR_CHECKPOINT_<NAME> setting of a representation,
   echo "${!var:-}"
 }
 for spec in $REPRESENTATIONS; do
-  [[ " $ALL_MODELS " == *" $(rep_model "$spec") "* ]] || die "representation '$spec': the model must be one of $ALL_MODELS (write NAME=MODEL for other names)"
   ckpt=$(rep_checkpoint "$spec")
   [[ -z $ckpt || -f $ckpt ]] || die "checkpoint for representation $(rep_name "$spec") not found: $ckpt"
 done
+# check_models: each representation's model is one of the registry's, as `tunemir models --names`
+# lists them (natively, or in the probe image once 0_docker.sh has built it); a model file of your
+# own (FILE.py:FUNCTION) is checked by tunemir extract itself.
+check_models() {
+  local known="" spec model
+  if [[ $RUNNER == native ]]; then
+    known=$("$TUNEMIR" models --names | tr '\n' ' ')
+  elif docker image inspect "$IMAGES/probe" >/dev/null 2>&1; then
+    known=$(docker run --rm "$IMAGES/probe" models --names | tr '\n' ' ')
+  fi
+  [[ -n ${known// /} ]] || return 0
+  for spec in $REPRESENTATIONS; do
+    model=$(rep_model "$spec")
+    if [[ $model != *.py:* && " $known " != *" $model "* ]]; then
+      die "representation '$spec': the model must be one of ${known% } (write NAME=MODEL for other names)"
+    fi
+  done
+}
 
 # The synthetic corpus's tasks share one audio set, written by `tunemir data synth`.
 source_of() { case $1 in synth|synth_*) echo synth ;; *) echo "$1" ;; esac; }

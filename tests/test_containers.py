@@ -31,7 +31,7 @@ from tunemir.weights import read_pin, release
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILES = sorted([*ROOT.glob("containers/*/Dockerfile"), ROOT / "probe" / "Dockerfile"])
-EXTRACTORS = ["tune", "tune_plus", "clmr"]
+EXTRACTORS = ["tune", "tune_plus", "clmr", "musicnn"]
 
 
 def tool(name: str) -> str:
@@ -285,8 +285,7 @@ def test_extractor_entrypoint_writes_one_shard(model: str, tmp_path: Path, monke
     assert result.exit_code == 0, result.output
     vectors = sorted((tmp_path / "output").rglob("*.npy"))
     assert [v.name for v in vectors] == ["0.npy", "1.npy"]
-    with torch.no_grad():
-        dim = tiny(torch.zeros(1, 1, FRAME_LENGTH), layer=0).shape[-1]
+    dim = tiny.layer_dims[0]  # the output layer's width
     for path in vectors:
         vector = np.load(path)
         assert vector.shape == (dim,) and vector.dtype == np.float32 and np.isfinite(vector).all()
@@ -345,8 +344,13 @@ def test_weights_step_matches_the_entrypoint(model: str):
     step = WeightsStep.of(model)
     assert step.mount["type"] == "bind" and step.mount["source"] == f"containers/{model}"
     assert (ROOT / step.mount["source"] / "weights.sha256").is_file()
-    assert set(step.build_args) >= {"WEIGHTS_URL", "WEIGHTS_SHA256"}
-    assert not step.build_args["WEIGHTS_URL"] and not step.build_args["WEIGHTS_SHA256"]
+    folder_release = release(model).is_folder  # pinned file by file: a pin file, no URL or sha256
+    expected_args = {"PIN_FILE"} if folder_release else {"WEIGHTS_URL", "WEIGHTS_SHA256"}
+    assert set(step.build_args) >= expected_args
+    if folder_release:
+        assert step.build_args["PIN_FILE"] == "weights.sha256"
+    else:
+        assert not step.build_args["WEIGHTS_URL"] and not step.build_args["WEIGHTS_SHA256"]
 
     argv = step.argv(ROOT / step.mount["source"])
     extracted = command(ROOT / f"containers/{model}/Dockerfile")[2]
@@ -356,6 +360,10 @@ def test_weights_step_matches_the_entrypoint(model: str):
     assert Path(option(ctx, "--pin-file")) == ROOT / step.mount["source"] / "weights.sha256"
     assert [Path(p) for p in option(ctx, "--search-dir")] == [ROOT / step.mount["source"]]
 
+    if folder_release:  # another pin file of the folder (what CI's test weights use)
+        ctx = parse(step.argv(ROOT / step.mount["source"], PIN_FILE="ci/pins 2.sha256"))
+        assert Path(option(ctx, "--pin-file")) == ROOT / step.mount["source"] / "ci" / "pins 2.sha256"
+        return
     url, digest = "https://mirror.example/w eights.zip", "ab" * 32
     argv = step.argv(ROOT / step.mount["source"], WEIGHTS_URL=url, WEIGHTS_SHA256=digest)
     assert argv[argv.index("--url") + 1] == url and argv[argv.index("--sha256") + 1] == digest
@@ -377,17 +385,24 @@ def test_pin_file_pins_nothing_yet_and_names_the_release(model: str):
 @pytest.mark.parametrize("pinned_by", ["pin-file", "build-arg", "nothing", "another-file"])
 def test_weights_step_converts_only_a_pinned_release(model: str, pinned_by: str, tmp_path: Path, monkeypatch):
     step = WeightsStep.of(model)
-    context = tmp_path / "context"  # containers/<model>/ with the released file put into it
+    rel = release(model)
+    context = tmp_path / "context"  # containers/<model>/ with the released file (or folder) put into it
     shutil.copytree(ROOT / step.mount["source"], context)
     path, tiny = write_released_weights(context, model, seed=7)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    files = [path / name for name, _ in rel.files] if rel.is_folder else [path]  # what is pinned
+    digests = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
     build_args = {}
-    if pinned_by in ("pin-file", "another-file"):
-        pinned = digest if pinned_by == "pin-file" else hashlib.sha256(b"another file").hexdigest()
-        with open(context / "weights.sha256", "a") as pins:  # what `sha256sum FILE >> ...` appends
-            pins.write(f"{pinned}  containers/{model}/{path.name}\n")
+    if pinned_by in ("pin-file", "another-file") or (pinned_by == "build-arg" and rel.is_folder):
+        pin_file = context / ("weights.sha256" if pinned_by != "build-arg" else "ci/pins.sha256")
+        pin_file.parent.mkdir(exist_ok=True)
+        with open(pin_file, "a") as pins:  # what `sha256sum FILE >> ...` appends
+            for f, digest in zip(files, digests):
+                pinned = digest if pinned_by != "another-file" else hashlib.sha256(b"another file").hexdigest()
+                pins.write(f"{pinned}  {f.relative_to(context.parent)}\n")
+        if pinned_by == "build-arg":  # a folder's pins come in another pin file (PIN_FILE)
+            build_args["PIN_FILE"] = "ci/pins.sha256"
     elif pinned_by == "build-arg":
-        build_args["WEIGHTS_SHA256"] = digest
+        build_args["WEIGHTS_SHA256"] = digests[0]
     monkeypatch.setenv("TUNEMIR_WEIGHTS_DIR", str(tmp_path / "weights"))
     umask = os.umask(0o022)  # a build step's umask
     try:
@@ -396,15 +411,20 @@ def test_weights_step_converts_only_a_pinned_release(model: str, pinned_by: str,
         os.umask(umask)
     output = tmp_path / "weights" / f"{model}.safetensors"
     if pinned_by in ("nothing", "another-file"):  # the build stops: nothing unchecked is converted
-        assert result.exit_code != 0 and path.name in result.output and not output.exists()
+        # (a folder release's own pins, git blob ids, do not match random weights either)
+        assert result.exit_code != 0 and files[0].name in result.output and not output.exists()
         return
     assert result.exit_code == 0, result.output
     # Readable by every uid: the images are also run as `docker run -u "$(id -u):$(id -g)"`.
     assert output.stat().st_mode & 0o777 == 0o644
     weights = read_encoder_weights(output)
     assert weights.format == "tunemir" and weights.metadata["model"] == model
-    assert weights.metadata["source"]["release"]["sha256"] == digest  # the image records its release
-    assert weights.metadata["config"] == json.loads(json.dumps(dataclasses.asdict(TINY_CONFIGS[model])))
+    recorded = weights.metadata["source"]["release"]  # the image records its release
+    if rel.is_folder:
+        assert recorded["pins"] == {f.name: f"sha256:{d}" for f, d in zip(files, digests)}
+    else:
+        assert recorded["sha256"] == digests[0]
+    assert weights.metadata["config"] == json.loads(json.dumps(dataclasses.asdict(tiny.config)))
     for key, value in tiny.state_dict().items():
         assert torch.equal(weights.state_dict[key], value), key
 

@@ -23,8 +23,7 @@ from tunemir.cli import main
 from tunemir.models import MUSICNN_BIG_FILES, get_info, load_model
 from tunemir.models import musicnn as mn
 from tunemir.models.release import git_blob_id
-from tunemir.testing import write_audio
-from tunemir.testing.tf_writer import write_checkpoint
+from tunemir.testing import write_audio, write_musicnn_folder
 from tunemir.tf_checkpoint import read_index
 
 RELEASED_INDEX = Path(__file__).parent / "data" / "musicnn" / "MSD_musicnn_big.index"
@@ -50,15 +49,7 @@ def test_the_released_index_is_what_the_pin_names_and_what_the_model_expects():
 
 
 def big_release(folder: Path, seed: int = 0, config=None) -> mn.Musicnn:
-    """A random-weight musicnn written as TF checkpoint files laid out as the release's folder."""
-    torch.manual_seed(seed)
-    net = mn.Musicnn(config or get_info("musicnn").config)
-    for module in net.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2)
-    write_checkpoint(f"{folder}/", net.to_tf_variables())
-    return net.eval()
+    return write_musicnn_folder(folder, seed, config)[1]
 
 
 def sha256_pins(folder: Path) -> str:

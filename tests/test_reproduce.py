@@ -165,7 +165,10 @@ def test_docker_mode_commands(tmp_path: Path) -> None:
         f"run --rm -u {uid} --shm-size 8g -v {wav}:/input:ro -v {out}/mine:/output -v {ckpt.parent}:/weights:ro "
         f"tunemir/representations_tune --batch_size 2 --list-shards --checkpoint /weights/last.ckpt"]
     assert "6 shards to run, 3 already done" in result.stdout
-    for line in listings:
+    # The model names are the registry's, asked in the probe image (once it is built).
+    registry = ["image inspect tunemir/probe", "run --rm tunemir/probe models --names"]
+    for line in listings + registry:
+        assert line + "\n" in log.read_text(), line
         log.write_text(log.read_text().replace(line + "\n", "", 1))
     calls = sorted(log.read_text().splitlines())
     assert len(calls) == 6  # shards 0 and 2 x 3 representations (shard 1 is done)

@@ -138,8 +138,12 @@ def main(ctx: click.Context) -> None:
 
 
 @main.command()
-def models() -> None:
+@click.option("--names", is_flag=True, help="Only the names, one per line (for scripts).")
+def models(names: bool) -> None:
     """List the available models and their layers."""
+    if names:
+        click.echo("\n".join(available_models()))
+        return
     for name in available_models():
         info = get_info(name)
         if info.needs_weights:

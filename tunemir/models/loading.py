@@ -61,11 +61,13 @@ def infer_model(state: dict[str, torch.Tensor], prefer: tuple[str | None, ...] =
     )
 
 
-_MUSICNN_KEYS = ("timbral.0.conv.weight", "midend.0.weight", "dense.weight", "logits.weight")
+_MUSICNN_KEYS = ("timbral.0.conv.weight", "temporal.0.conv.weight", "midend.0.weight", "dense.weight", "logits.weight")
 
 
 def _infer_musicnn(state: dict[str, torch.Tensor], prefer: tuple[str | None, ...]) -> tuple[str, MusicnnConfig]:
     config = dataclasses.replace(MusicnnConfig(), midend_filters=state["midend.0.weight"].shape[0],
+                                 timbral_filters=state["timbral.0.conv.weight"].shape[0],
+                                 temporal_filters=state["temporal.0.conv.weight"].shape[0],
                                  backend_units=state["dense.weight"].shape[0],
                                  num_classes=state["logits.weight"].shape[0])
     names = [n for n in available_models() if isinstance(get_info(n).config, MusicnnConfig)]

@@ -9,13 +9,14 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from tunemir.models import MUSICNN_WHEEL, MUSICNN_WHEEL_SHA256, SampleCNNConfig, TuneConfig, build_model
+from tunemir.models import MUSICNN_WHEEL, MUSICNN_WHEEL_SHA256, MusicnnConfig, SampleCNNConfig, TuneConfig, build_model
 
 #: Same topology as the released models with a few channels, so tests run in milliseconds.
 TINY_CONFIGS = {
     "clmr": SampleCNNConfig((4, 4, 4, 8, 8, 8, 8, 8, 8, 16, 16)),
     "tune": TuneConfig(channels=2, out_channels=16),
     "tune_plus": TuneConfig(channels=2, out_channels=16, plus=True),
+    "musicnn": MusicnnConfig(midend_filters=8, backend_units=8, timbral_filters=4, temporal_filters=4),
 }
 
 
@@ -61,6 +62,8 @@ def write_released_weights(folder: Path, name: str, seed: int = 0) -> tuple[Path
     from tunemir.weights import release
 
     rel = release(name)
+    if rel.is_folder:
+        return write_musicnn_folder(folder / rel.filename, seed=seed)
     model = tiny_model(name, seed)
     checkpoint = {"pytorch-lightning_version": "1.8.6", "epoch": 9999, "global_step": 10,
                   "state_dict": {f"model.encoder.{k}": v for k, v in model.state_dict().items()}}
@@ -74,6 +77,25 @@ def write_released_weights(folder: Path, name: str, seed: int = 0) -> tuple[Path
         with zipfile.ZipFile(path, "w") as archive:
             archive.writestr(rel.member, buffer.getvalue())
     return path, model
+
+
+def write_musicnn_folder(folder: Path, seed: int = 0, config: MusicnnConfig | None = None) -> tuple[Path, torch.nn.Module]:
+    """A random-weight musicnn (default MSD_musicnn_big's size, as `tunemir weights fetch musicnn`
+    requires) written as TensorFlow checkpoint files laid out as the release's folder
+    (`folder/.index`, `folder/.data-00000-of-00001`). Returns the folder and the model."""
+    from tunemir.models import get_info
+    from tunemir.models.musicnn import Musicnn
+    from tunemir.testing.tf_writer import write_checkpoint
+
+    torch.manual_seed(seed)
+    model = Musicnn(config or get_info("musicnn").config)
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():  # non-trivial BN statistics, so every tensor's mapping counts
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.copy_(torch.rand(module.num_features, generator=gen) - 0.5)
+            module.running_var.copy_(0.5 + 1.5 * torch.rand(module.num_features, generator=gen))
+    write_checkpoint(f"{folder}/", model.to_tf_variables())
+    return folder, model.eval()
 
 
 def musicnn_wheel() -> Path:
