@@ -434,3 +434,18 @@ def test_config_from_dict_refuses_unknown_fields():
     assert config_from_dict("tune", {"channels": 2}).channels == 2
     with pytest.raises(ValueError, match="'chanels'.*fields are channels"):
         config_from_dict("tune", {"chanels": 2})
+
+
+def test_inference_twins_are_the_families_declarations():
+    from tunemir.models import inference_module
+    from tunemir.models.base import InferenceEncoder
+    from tunemir.models.musicnn import MusicnnEmbedding
+    from tunemir.testing import tiny_model
+
+    for name in ("clmr", "tune", "tune_plus", "musicnn"):
+        assert get_info(name).inference, name  # each of these families opts in
+    assert isinstance(inference_module(tiny_model("tune_plus")), InferenceEncoder)
+    assert isinstance(inference_module(tiny_model("musicnn")), MusicnnEmbedding)
+    plain = torch.nn.Linear(3, 2).train()  # a module of no family (a custom model) runs as it is, in eval mode
+    twin = inference_module(plain)
+    assert type(twin) is torch.nn.Linear and not twin.training and plain.training

@@ -121,7 +121,9 @@ class ModelInfo:
     weights fetch` finds, checks and converts them (`release`), and its class (`builder`,
     "module:Class", called with the configuration and imported only when a model is built, so the
     registry needs no torch; empty for a whole-file feature, whose configuration is the feature
-    itself)."""
+    itself). `inference` ("module:Class", optional) is the family's opt-in extraction twin, called
+    with an eval-mode copy of the model: the BatchNorm-folding `InferenceEncoder` of tunemir's
+    encoders, musicnn's per-patch vector; without one the model runs as it is."""
 
     name: str
     summary: str
@@ -130,6 +132,7 @@ class ModelInfo:
     spec: ModelSpec = ModelSpec()
     builder: str = ""
     release: Release | None = None
+    inference: str = ""
 
     def __post_init__(self) -> None:
         if self.spec.framed != bool(self.builder):  # an encoder needs its class; a feature has none
@@ -172,12 +175,13 @@ _MUSICNN_SPEC = ModelSpec(sample_rate=16000, frame_length=187 * 256, front_end="
                           spectrogram="tunemir.models.musicnn:patches", num_layers=MusicnnConfig().num_layers)
 _MUSICNN_BIG = MusicnnConfig(midend_filters=512, backend_units=500)
 _PYTORCH_RELEASE = "tunemir.models.loading:convert_release"  # a PyTorch / Lightning checkpoint (in a zip)
+_FOLDED = "tunemir.models.base:InferenceEncoder"  # BatchNorm folded, channels-last 2-D layers
 
 
 def _musicnn(name: str, variant: str, config: MusicnnConfig, where: str, release: Release) -> ModelInfo:
     return ModelInfo(name, f"musicnn {variant} (Pons & Serra 2019), jukemir's mean_pool + max_pool, "
                      f"{config.embedding_dim}-d", config, where, _MUSICNN_SPEC, "tunemir.models.musicnn:Musicnn",
-                     release)
+                     release, "tunemir.models.musicnn:MusicnnEmbedding")
 
 
 _REGISTRY = {
@@ -188,14 +192,14 @@ _REGISTRY = {
             f"{CLMR_RELEASE_URL} (clmr_magnatagatune_mlp/clmr_epoch=10000.ckpt, the checkpoint jukemir uses)",
             ModelSpec(num_layers=SampleCNNConfig().num_layers), "tunemir.models.samplecnn:SampleCNN",
             Release("clmr_magnatagatune_mlp.zip", CLMR_RELEASE_URL, _PYTORCH_RELEASE, (CLMR_RELEASE_URL,),
-                    member="clmr_magnatagatune_mlp/clmr_epoch=10000.ckpt"),
+                    member="clmr_magnatagatune_mlp/clmr_epoch=10000.ckpt"), _FOLDED,
         ),
         ModelInfo("tune", "TUNe, Tailed U-Net Tail+5 (Velez Vasquez & Burgoyne 2022), 512-d",
                   TuneConfig(), _TUNE_WEIGHTS, ModelSpec(num_layers=TuneConfig().num_layers), "tunemir.models.tune:Tune",
-                  Release("tune_5_tail_epoch_10000.ckpt", TUNE_RELEASE_FOLDER, _PYTORCH_RELEASE)),
+                  Release("tune_5_tail_epoch_10000.ckpt", TUNE_RELEASE_FOLDER, _PYTORCH_RELEASE), _FOLDED),
         ModelInfo("tune_plus", "TUNe+, Tailed U-Net with pink links, 512-d", TuneConfig(plus=True), _TUNE_WEIGHTS,
                   ModelSpec(num_layers=TuneConfig(plus=True).num_layers), "tunemir.models.tune:Tune",
-                  Release("tune_plus_epoch_10000.ckpt", TUNE_RELEASE_FOLDER, _PYTORCH_RELEASE)),
+                  Release("tune_plus_epoch_10000.ckpt", TUNE_RELEASE_FOLDER, _PYTORCH_RELEASE), _FOLDED),
         *(_musicnn(name, variant, MusicnnConfig(), f"{MUSICNN_WHEEL_PAGE} ({MUSICNN_WHEEL}, musicnn/{variant}/)",
                    Release(MUSICNN_WHEEL, MUSICNN_WHEEL_PAGE, "tunemir.models.musicnn:convert_wheel_release",
                            (MUSICNN_WHEEL_URL,), sha256=MUSICNN_WHEEL_SHA256, member=f"musicnn/{variant}/"))

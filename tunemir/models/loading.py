@@ -15,9 +15,8 @@ from torch import nn
 
 from tunemir import checkpoints
 from tunemir.models import WEIGHTS_DIR_ENV, available_models, default_weights_path, get_info
-from tunemir.models.base import Encoder, InferenceEncoder
+from tunemir.models.base import Encoder
 from tunemir.models.configs import MusicnnConfig, SampleCNNConfig, TuneConfig
-from tunemir.models.musicnn import Musicnn, MusicnnEmbedding
 from tunemir.models.handcrafted import HandcraftedFeature
 from tunemir.models.release import Release, ReleaseFormatError
 
@@ -170,10 +169,23 @@ def _read_checked(path, name: str | None) -> tuple[Encoder, str, checkpoints.Enc
 
 
 def inference_module(model: nn.Module) -> nn.Module:
-    """The fastest equivalent of `model` for extraction: tunemir's encoders get their inference twin
-    (BatchNorm folded, channels-last 2-D layers), musicnn its per-patch vector (`MusicnnEmbedding`);
-    any other module (a custom model) runs as it is."""
-    if isinstance(model, Encoder):
-        return InferenceEncoder(model)
+    """What extraction runs for `model`: the inference twin its registry family declares
+    (`ModelInfo.inference`: tunemir's encoders fold BatchNorm, musicnn gives its per-patch vector),
+    built from an eval-mode copy; any other module (a custom model) runs as it is."""
     twin = copy.deepcopy(model).eval()
-    return MusicnnEmbedding(twin) if isinstance(twin, Musicnn) else twin
+    wrapper = _declared_inference(type(model))
+    return wrapper(twin) if wrapper else twin
+
+
+def _declared_inference(cls: type) -> type | None:
+    """The `inference` class declared by the registry families whose builder is `cls`."""
+    for name in available_models():
+        info = get_info(name)
+        if info.builder and info.inference and _import(info.builder) is cls:
+            return _import(info.inference)
+    return None
+
+
+def _import(reference: str):
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
