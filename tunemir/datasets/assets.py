@@ -107,6 +107,53 @@ _STATIC = {
 }
 
 
+#: jukemir's pre-computed representations (its step "123"): one archive of `<uid>.npy` vectors per
+#: dataset and representation, sha256 as jukemir/assets/precomputed.json lists them. Their host
+#: has been dead since late 2023 (jukemir issue 15): copies come through --mirror / --url.
+PRECOMPUTED_REPRESENTATIONS = ("chroma", "mfcc", "choi", "musicnn", "clmr", "jukebox")
+_PRECOMPUTED_HOST = "https://nlp.stanford.edu/data/cdonahue/jukemir/precomputed"
+_PRECOMPUTED_SHA256 = {
+    ("emomusic", "choi"): "17d23d7211bd8513bcc6ed4d62cf819389030a3cc786c39e93c3e37df19fcfdc",
+    ("emomusic", "chroma"): "cbe6faaa56309450103888442ab144d0f2fbc43f35fd0a1ed807bf27d6b6df5a",
+    ("emomusic", "clmr"): "5b4d19dba824b8fe7f44025657cfd441fabd12c091aab0119d2f9b885f7acc2c",
+    ("emomusic", "jukebox"): "bff3a148eb15c60308629e3a1e2593b9d34324bb9404a49f98c44854ea3aeb5e",
+    ("emomusic", "mfcc"): "c0d6a45f5d0279e4f296921c2fd64425a1b9bfd9baee751c8809a67a484d5589",
+    ("emomusic", "musicnn"): "80e09ec228b5a032f813937a59b7bc99775b92af225e42af428cd395ac9b57c9",
+    ("giantsteps_clips", "choi"): "ad5286f1eedd978720d20ceadff281ec284a030d217a2f5be011ebf7b7265b49",
+    ("giantsteps_clips", "chroma"): "2928549df97d4c594a7be14b8b40b68c31120b42eb0c208860ca113ab6d2aae1",
+    ("giantsteps_clips", "clmr"): "152e7d33c96a531ee606181690010878c386c079901b6484e1d666813d5ed340",
+    ("giantsteps_clips", "jukebox"): "ac25a9c900865482ad1cb5b7d8d8208935491c7134690f8bd530dc660898bee2",
+    ("giantsteps_clips", "mfcc"): "61d6df264266ba03d27517dba0cbae50904a2d093f9b6c7cc675220311734156",
+    ("giantsteps_clips", "musicnn"): "a837b0a4030df83fd46ae5ed9f4871f6c4fe3d3cfbed2b951b3225a893b98fe6",
+    ("gtzan_ff", "choi"): "7b6ee4d2cf368a5d5006a4fd1af3f6176bae5d1cf665fac06c8cd0ffb0529d4e",
+    ("gtzan_ff", "chroma"): "2a95d7ba03f8b4a500b1a2e38f9449069b449fc68a2ca13a35a94edf2d5f5e8e",
+    ("gtzan_ff", "clmr"): "fe4de733f91c94a1fe2900ee989602c0463a29a8ad3276c21b077a1bff32fa81",
+    ("gtzan_ff", "jukebox"): "d3d619b907f84069faada1fd81edede6518e11bbb90c3d3f75785b9c48f472c8",
+    ("gtzan_ff", "mfcc"): "13d8fe30ae20cec7dc91363a8f2b55a5f6c1b60091d2349eefdf33e217b66169",
+    ("gtzan_ff", "musicnn"): "3a72e7dfca03ab4aa5eaa6a875d7962225ea1f61f715a1335cf98aee493ce0ff",
+    ("magnatagatune", "choi"): "5c7c72f2ec12ad609e6cc31ecf06872e6f6d82d492a40ec578f44fc6c6ddf078",
+    ("magnatagatune", "chroma"): "4725c13fd25b9b3fdbd59f73c0637b882486a340283a80ab8649a9a64d0a3313",
+    ("magnatagatune", "clmr"): "a69ad2f3f462915f00519cdc160dde94f46b9cc190f0391525957f2547e04e67",
+    ("magnatagatune", "jukebox"): "2547b4d5c6b85bad1de12c6280c704e1183b6740c07316d0f08325b95f966d40",
+    ("magnatagatune", "mfcc"): "3d2f95a221478873be34d5f00ede38ce50b1707d322838831aeff8f0c00800d5",
+    ("magnatagatune", "musicnn"): "3b87e35f5774e30ff6d8932f9a7e41cfe07b8d7542866fddd70660a8869b8643",
+}
+#: Where the archives go, under the datasets root.
+PRECOMPUTED_FOLDER = "precomputed"
+
+
+def precomputed_asset(dataset: str, representation: str) -> Asset:
+    """The archive of jukemir's pre-computed `representation` of `dataset`."""
+    try:
+        checksum = _PRECOMPUTED_SHA256[dataset, representation]
+    except KeyError:
+        raise ValueError(f"jukemir published no pre-computed {representation!r} of {dataset!r}; it has "
+                         f"{', '.join(PRECOMPUTED_REPRESENTATIONS)} of {', '.join(DATASETS)}") from None
+    name = f"{dataset}-{representation}.tar.gz"
+    return Asset(f"PRECOMPUTED_{dataset.upper()}_{representation.upper()}", f"{PRECOMPUTED_FOLDER}/{name}",
+                 (f"{_PRECOMPUTED_HOST}/{name}",), checksum)
+
+
 def static_assets(dataset: str) -> tuple[Asset, ...]:
     """The assets of `dataset` known before anything is downloaded."""
     if dataset not in _STATIC:
@@ -124,8 +171,10 @@ def asset(tag: str) -> Asset:
 
 
 def all_static_tags() -> dict[str, str]:
-    """Every static asset tag, with the dataset it belongs to."""
-    return {a.tag: dataset for dataset, assets in _STATIC.items() for a in assets}
+    """Every static asset tag (the pre-computed archives' included), with the dataset it belongs to."""
+    tags = {a.tag: dataset for dataset, assets in _STATIC.items() for a in assets}
+    tags.update({precomputed_asset(d, r).tag: d for d, r in _PRECOMPUTED_SHA256})
+    return tags
 
 
 #: Tags of the GiantSteps MP3s (`giantsteps_audio_assets`), known only once the archives are in.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from tunemir.datasets.assets import (DATASETS, MIRROR_ENV, URL_ENV_PREFIX, OverrideError, check_env_overrides,
-                                     check_mirror, check_track_overrides, giantsteps_audio_assets,
-                                     parse_url_overrides)
+from tunemir.datasets.assets import (DATASETS, MIRROR_ENV, PRECOMPUTED_REPRESENTATIONS, URL_ENV_PREFIX,
+                                     Asset, OverrideError, check_env_overrides, check_mirror, check_track_overrides,
+                                     giantsteps_audio_assets, parse_url_overrides, precomputed_asset)
 from tunemir.datasets.download import download_assets
 from tunemir.datasets.process import process_dataset
 from tunemir.datasets.sources import REGISTRY_ENV, DatasetError, dataset_assets, load_registry
@@ -85,6 +86,80 @@ def download(dataset: str, jobs: int, urls: tuple[str, ...], mirror: str | None,
         kind = "optional, not needed to process" if o.asset.optional else "required"
         click.echo(f"  FAILED {o.asset.tag} ({kind}): {o.detail}", err=True)
     if not all(s.ok for s in summaries):
+        click.echo("Fix: rerun to resume, or point to a copy with --url TAG=URL or --mirror URL.", err=True)
+        sys.exit(1)
+
+
+@data.command("download-representations")
+@click.argument("dataset", type=click.Choice(DATASETS))
+@click.argument("representations", nargs=-1, type=click.Choice(PRECOMPUTED_REPRESENTATIONS))
+@click.option("--prefix", default="", help="Unpack as <prefix><representation> (e.g. jukemir-, beside your own).")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Parallel transfers.")
+@click.option("--url", "urls", multiple=True, metavar="TAG=URL",
+              help=f"Fetch archive TAG (PRECOMPUTED_<DATASET>_<REP>) from URL first [${URL_ENV_PREFIX}<TAG>].")
+@click.option("--mirror", metavar="URL", help=f"Try <URL>/precomputed/<archive> before jukemir's host [${MIRROR_ENV}].")
+@_REGISTRY
+@_CACHE
+def download_representations(dataset: str, representations: tuple[str, ...], prefix: str, jobs: int,
+                             urls: tuple[str, ...], mirror: str | None, registry: Path | None,
+                             cache_dir: Path | None) -> None:
+    """jukemir's pre-computed REPRESENTATIONS of DATASET (default: all six), verified and unpacked.
+
+    Archives go to <cache>/datasets/precomputed/, vectors to <cache>/representations/DATASET/<rep>/,
+    ready for `tunemir probe`. jukemir's host is gone (since late 2023): point --mirror or --url at
+    a copy; each archive must match jukemir's sha256.
+    """
+    from tunemir.datasets.precomputed import PrecomputedError, unpack_precomputed
+
+    if prefix and (prefix != prefix.strip() or "/" in prefix or prefix.startswith(".")):
+        raise click.BadParameter(f"{prefix!r}: a prefix is part of a folder name (no '/', no leading '.' or "
+                                 f"spaces), e.g. jukemir-", param_hint="--prefix")
+    try:
+        table = load_registry(registry)
+    except DatasetError as err:
+        _fail(err)
+    assets = []
+    for rep in dict.fromkeys(representations or PRECOMPUTED_REPRESENTATIONS):
+        base = precomputed_asset(dataset, rep)
+        entry = table.get(base.tag, {})
+        assets.append(Asset(base.tag, entry.get("path", base.path), tuple(entry.get("urls", base.urls)),
+                            entry.get("checksum", base.checksum)))
+    tags = {a.tag for a in assets}
+    try:
+        overrides = parse_url_overrides(dataset, urls, tags)
+        check_env_overrides(dataset, tags, set(table))
+        check_mirror(mirror)
+    except OverrideError as err:
+        _usage(err)
+    root = _writable_cache(cache_dir, "datasets")
+    representations_root = _writable_cache(cache_dir, "representations")
+    summary = download_assets(assets, root, jobs, overrides, mirror, progress=sys.stderr.isatty())
+    failed = {o.asset.tag: o.detail for o in summary.failed}
+    for a in assets:
+        rep = a.tag.removeprefix(f"PRECOMPUTED_{dataset.upper()}_").lower()
+        if a.tag in failed:
+            click.echo(f"  FAILED {a.tag}: {failed[a.tag]}", err=True)
+            continue
+        try:
+            done = unpack_precomputed(root / a.path, dataset, rep, representations_root, name=prefix + rep)
+        except PrecomputedError as err:
+            failed[a.tag] = str(err)
+            click.echo(f"  FAILED {a.tag}: {err}", err=True)
+            continue
+        state = "already unpacked" if done.skipped else "unpacked"
+        click.echo(f"{dataset}/{prefix + rep}: {done.vectors} vectors of {done.dim}-d {state} in {done.folder}")
+    meta = _cache(cache_dir) / "processed" / dataset / "meta.json"
+    if len(failed) < len(assets) and not meta.exists():  # probing needs the labels and splits, not the audio
+        from tunemir.datasets.reference import packaged_reference
+        from tunemir.fileio import atomic_path
+
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(meta) as tmp:
+            tmp.write_text(json.dumps(packaged_reference(dataset), indent=2, sort_keys=True))
+        click.echo(f"{meta}: written from jukemir's canonical metadata (labels and splits; no audio is needed to "
+                   f"probe these vectors)")
+    click.echo(f"{dataset}: {len(assets) - len(failed)} of {len(assets)} pre-computed representations ready")
+    if failed:
         click.echo("Fix: rerun to resume, or point to a copy with --url TAG=URL or --mirror URL.", err=True)
         sys.exit(1)
 

@@ -12,7 +12,7 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from tunemir.datasets.assets import (DATASETS, Asset, all_static_tags, checksum_algorithm,
+from tunemir.datasets.assets import (DATASETS, PRECOMPUTED_FOLDER, Asset, all_static_tags, checksum_algorithm,
                                       static_assets, url_problem)
 from tunemir.fileio import atomic_dir, ensure_writable_dir
 
@@ -74,9 +74,10 @@ def _entry_problem(tag: str, entry, static: bool) -> str | None:
     if "path" in entry:
         value = entry["path"]
         parts = PurePosixPath(value).parts if isinstance(value, str) else ()
-        if not parts or value.startswith("/") or ".." in parts or parts[0] not in DATASETS or len(parts) < 2:
+        folders = (PRECOMPUTED_FOLDER,) if tag.startswith("PRECOMPUTED_") else DATASETS
+        if not parts or value.startswith("/") or ".." in parts or parts[0] not in folders or len(parts) < 2:
             return (f"\"path\" {json.dumps(value)} must be a relative path below a dataset folder, "
-                    f"<dataset>/<file> with <dataset> one of {', '.join(DATASETS)}")
+                    f"<dataset>/<file> with <dataset> one of {', '.join(folders)}")
     if "urls" in entry:
         urls = entry["urls"]
         if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
