@@ -82,7 +82,7 @@ def test_base_commands_work_without_the_extras(tmp_path: Path):
         assert results[key]["exit"] == 0, results[key]
         assert results[key]["tried"] == [], results[key]
     assert [line.split()[0] for line in results["models"]["output"].splitlines()] == [
-        "chroma", "clmr", "mfcc", "musicnn_msd", "musicnn_mtt", "tune", "tune_plus"]
+        "chroma", "clmr", "mfcc", "musicnn", "musicnn_msd", "musicnn_mtt", "tune", "tune_plus"]
 
     extract = results["extract tune_plus"]
     assert extract["exit"] == 0 and extract["tried"] == [], extract

@@ -96,8 +96,8 @@ def test_models_lists_the_layers_of_the_built_models():
         info = get_info(name)
         if info.needs_weights:
             layers = build_model(name).num_layers
-            assert info.config.num_layers == layers
-            assert lines[name] == f"{info.summary} (layers 0-{layers - 1})"
+            assert info.config.num_layers == info.spec.num_layers == layers
+            assert lines[name] == f"{info.summary} ({f'layers 0-{layers - 1}' if layers > 1 else 'layer 0 only'})"
         else:
             assert lines[name] == f"{info.summary} ({build_model(name).dim}-d, no layers)"
 

@@ -65,31 +65,62 @@ def iter_mono(path: Path | str, sample_rate: int = SAMPLE_RATE) -> Iterator[np.n
     Raises AudioDecodeError for unreadable, empty or non-finite audio.
     """
     path = Path(path)
-    total = 0
+
+    def fail(why: str):
+        raise AudioDecodeError(path, why)
+
     with _open(path) as handle:
-        resampler = None
-        if handle.samplerate != sample_rate:
-            resampler = soxr.ResampleStream(
-                handle.samplerate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY
-            )
-        while True:
-            try:
-                block = handle.read(READ_BLOCK, dtype="float32", always_2d=True)
-            except (sf.LibsndfileError, RuntimeError) as err:
-                raise AudioDecodeError(path, f"is corrupt after {total} samples ({err})") from None
-            last = len(block) < READ_BLOCK
-            if not np.isfinite(block).all():
-                raise AudioDecodeError(path, "contains NaN or infinite samples")
-            total += len(block)
-            mono = block.mean(axis=1, dtype=np.float32)
-            if resampler is not None:
-                mono = resampler.resample_chunk(mono, last=last)
-            if len(mono):
-                yield mono
-            if last:
-                break
+        yield from _mono(_file_blocks(handle, path), handle.samplerate, sample_rate, fail)
+
+
+def iter_mono_array(audio: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """`iter_mono` of audio in memory, (samples,) or (samples, channels) float at `rate`: the
+    same blocks, channel mean and streaming resampler as a file of these samples gives, so the
+    output is bit for bit what `iter_mono` gives for that audio written as a float WAV.
+    Raises ValueError for empty or non-finite audio."""
+    def fail(why: str):
+        raise ValueError(f"the audio {why}")
+
+    blocks = np.asarray(audio, dtype=np.float32)
+    blocks = blocks[:, None] if blocks.ndim == 1 else blocks
+    yield from _mono((blocks[start:start + READ_BLOCK] for start in range(0, len(blocks) + 1, READ_BLOCK)),
+                     rate, sample_rate, fail)
+
+
+def _file_blocks(handle: sf.SoundFile, path: Path) -> Iterator[np.ndarray]:
+    """(n, channels) float32 blocks of READ_BLOCK samples; the last one is shorter (maybe empty)."""
+    total = 0
+    while True:
+        try:
+            block = handle.read(READ_BLOCK, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as err:
+            raise AudioDecodeError(path, f"is corrupt after {total} samples ({err})") from None
+        total += len(block)
+        yield block
+        if len(block) < READ_BLOCK:
+            return
+
+
+def _mono(blocks: Iterator[np.ndarray], rate: int, sample_rate: int, fail) -> Iterator[np.ndarray]:
+    """Blocks (n, channels) of READ_BLOCK samples, the last shorter, -> float32 mono at `sample_rate`."""
+    resampler = None
+    if rate != sample_rate:
+        resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+    total = 0
+    for block in blocks:
+        last = len(block) < READ_BLOCK
+        if not np.isfinite(block).all():
+            fail("contains NaN or infinite samples")
+        total += len(block)
+        mono = block.mean(axis=1, dtype=np.float32)
+        if resampler is not None:
+            mono = resampler.resample_chunk(mono, last=last)
+        if len(mono):
+            yield mono
+        if last:
+            break
     if total == 0:
-        raise AudioDecodeError(path, "contains no audio samples")
+        fail("contains no audio samples")
 
 
 def load_mono(path: Path | str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -106,10 +137,16 @@ def iter_frames(
     Only an incomplete tail is dropped; a file shorter than one frame is zero-padded to one
     frame, so every decodable file yields at least one frame.
     """
+    return frames_of(iter_mono(path, sample_rate), max_frames, frame_length)
+
+
+def frames_of(monos: Iterator[np.ndarray], max_frames: int = 16, frame_length: int = FRAME_LENGTH
+              ) -> Iterator[np.ndarray]:
+    """`iter_frames` of a stream of mono blocks (from `iter_mono` or `iter_mono_array`)."""
     pending = np.zeros(0, np.float32)
     emitted = False
     chunk = max_frames * frame_length
-    for mono in iter_mono(path, sample_rate):
+    for mono in monos:
         pending = np.concatenate([pending, mono]) if len(pending) else mono
         while len(pending) >= chunk:
             yield pending[:chunk].reshape(max_frames, frame_length)

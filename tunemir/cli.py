@@ -147,10 +147,11 @@ def models(names: bool) -> None:
     for name in available_models():
         info = get_info(name)
         if info.needs_weights:
-            layers = f"layers 0-{info.config.num_layers - 1}"
+            count = info.spec.num_layers
+            layers = f"layers 0-{count - 1}" if count > 1 else "layer 0 only"
         else:
             layers = f"{info.config.dim}-d, no layers"
-        click.echo(f"{name:10s} {info.summary} ({layers})")
+        click.echo(f"{name:12s} {info.summary} ({layers})")
 
 
 add_log_options(main)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import functools
 import importlib
 import logging
 import os
@@ -109,18 +110,10 @@ class _DecodeStream(IterableDataset):
 
     def __init__(self, jobs: list[Job], spec: ModelSpec, feature: HandcraftedFeature | None = None):
         self.jobs, self.spec, self.feature = jobs, spec, feature
-        self._spectrogram: Callable[[np.ndarray], np.ndarray] | None = None
 
     def spectrogram(self, signal: np.ndarray) -> np.ndarray:
-        """The model's input frames (P, ...) of a whole decoded file, by its declared function
-        (imported on first use, in the worker)."""
-        if self._spectrogram is None:
-            module, _, function = self.spec.spectrogram.partition(":")
-            self._spectrogram = getattr(importlib.import_module(module), function)
-        frames = np.ascontiguousarray(self._spectrogram(signal), dtype=np.float32)
-        if frames.ndim < 2 or not len(frames):
-            raise ValueError(f"{self.spec.spectrogram} returned an array of shape {frames.shape}, not frames (P, ...)")
-        return frames
+        """The model's input frames (P, ...) of a whole decoded file (`spectrogram_frames`)."""
+        return spectrogram_frames(self.spec, signal)
 
     def __iter__(self) -> Iterator[_Item]:
         info = get_worker_info()
@@ -150,6 +143,21 @@ class _DecodeStream(IterableDataset):
             error = f"{path}: {type(err).__name__}: {err}"
         yield _Item(job, vector=vector, end=True, seconds=seconds,
                     decode_s=time.perf_counter() - tick, error=error)
+
+
+@functools.cache
+def _function(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def spectrogram_frames(spec: ModelSpec, signal: np.ndarray) -> np.ndarray:
+    """The model's input frames (P, ...) of a whole decoded signal, by its declared `spectrogram`
+    function (imported on first use, in the process that calls it: a decode worker)."""
+    frames = np.ascontiguousarray(_function(spec.spectrogram)(signal), dtype=np.float32)
+    if frames.ndim < 2 or not len(frames):
+        raise ValueError(f"{spec.spectrogram} returned an array of shape {frames.shape}, not frames (P, ...)")
+    return frames
 
 
 def _keep(item: _Item) -> _Item:

@@ -98,6 +98,34 @@ def write_musicnn_folder(folder: Path, seed: int = 0, config: MusicnnConfig | No
     return folder, model.eval()
 
 
+#: hearvalidator 2021.0.2 (PyPI), HEAR 2021's own API checker; `.ci/run` downloads it (no deps).
+HEAR_VALIDATOR_WHEEL = "hearvalidator-2021.0.2-py3-none-any.whl"
+HEAR_VALIDATOR_SHA256 = "33db60b5d543dac684f77de3939e5b47997c58c030b57457736681c00d3c81f0"
+
+
+def hear_validator_wheel() -> Path:
+    """The hearvalidator wheel for the tests: $TUNEMIR_HEAR_VALIDATOR_WHEEL. Without it the calling
+    test skips, or fails when $CI is set; a file that is not the release fails."""
+    return _ci_wheel("TUNEMIR_HEAR_VALIDATOR_WHEEL", HEAR_VALIDATOR_WHEEL, HEAR_VALIDATOR_SHA256, "hearvalidator==2021.0.2")
+
+
+def _ci_wheel(variable: str, name: str, sha256: str, requirement: str) -> Path:
+    import hashlib
+    import os
+
+    import pytest
+
+    path = Path(os.environ.get(variable) or Path("~/.cache/tunemir").expanduser() / name)
+    if not path.is_file():
+        message = f"{path} not found: `pip download --no-deps {requirement}` and set {variable} to the wheel"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must run these tests, never skip")
+        pytest.skip(message)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == sha256, f"{path} is not the released {name} (sha256 {digest})"
+    return path
+
+
 def musicnn_wheel() -> Path:
     """The released musicnn wheel for the tests: $TUNEMIR_MUSICNN_WHEEL (`.ci/run` downloads it
     from PyPI). Without it the calling test skips, or fails when $CI is set; a file that is not
