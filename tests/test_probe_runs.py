@@ -259,19 +259,21 @@ def test_report_rows_follow_the_extracted_model_and_filters(tmp_path):
     from tunemir.probe.report import build_report
 
     dirs = _dataset(tmp_path)
-    for rep in ("mine", "other", "mnn"):
+    for rep in ("mine", "other", "mnn", "jk"):
         write_probe_dataset(tmp_path, "gtzan_ff", rep, BUILTIN_TASKS["gtzan_ff"], SIZES, dim=8)
         write_grid("gtzan_ff", rep, dirs, "smoke")
         train_pending("gtzan_ff", rep, dirs, device="cpu", progress=False)
     (dirs.features("gtzan_ff", "mine") / "tunemir-manifest.json").write_text('{"model": "tune_plus", "layer": 0}')
     (dirs.features("gtzan_ff", "other") / "tunemir-manifest.json").write_text('{"model": "tune_plus", "layer": 3}')
     (dirs.features("gtzan_ff", "mnn") / "tunemir-manifest.json").write_text('{"model": "musicnn", "layer": 0}')
+    (dirs.features("gtzan_ff", "jk") / "tunemir-manifest.json").write_text('{"model": "jukebox", "source": "x"}')
     paths = build_report(dirs, tmp_path / "out")
     lines = paths["markdown"].read_text().splitlines()
     # musicnn (MSD_musicnn_big) sits beside the jukemir paper's row, marked as not yet checked.
     mnn = next(line for line in lines if line.startswith("| mnn (paper: musicnn) † |"))
     assert "(79.0)" in mnn and "jukemir paper's (Castellon et al. 2021)" in paths["markdown"].read_text()
     assert any(line.startswith("†: the paper numbers of this row are transcribed") for line in lines)
+    assert "(79.7)" in next(line for line in lines if line.startswith("| jk (paper: jukebox) |"))
     mine = next(line for line in lines if line.startswith("| mine (paper: tune_plus) |"))
     other = next(line for line in lines if line.startswith("| other |"))
     assert "(64.5)" in mine and "(" not in other.split("|")[3]  # GTZAN: TUNe+ 64.5; a layer-3 tap has no row
