@@ -212,8 +212,13 @@ def extract(
     random_init: bool = False,
     frames_per_batch: int | None = None,
     progress: bool | None = None,
+    layers: str | list[int] | tuple[int, ...] | None = None,
 ) -> ExtractSummary:
     """Write `output_dir/<relative path>.npy` (float32, 1-D) for each audio file of the shard.
+
+    With `layers` ("all" or a list), every chosen layer k goes to its own representation folder
+    `<output_dir>@<k>` (`layer_folder`), each as `extract(layer=k)` would write it (manifest,
+    records, run report), from one decoding and one encoder pass per file.
 
     `model` is a registry name, a model file `FILE.py:FUNCTION` or a `tunemir.models` entry
     point (see `tunemir.models.custom`; loading one runs its code). Per file, as the model
@@ -232,6 +237,12 @@ def extract(
     start = time.perf_counter()
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if layers is not None:
+        if layer != 0:
+            raise ExtractUsageError("--layer and --layers exclude each other; keep one")
+        return _extract_layers(model, input_dir, output_dir, layers, checkpoint=checkpoint, batch_size=batch_size,
+                               batch_idx=batch_idx, device=device, workers=workers, random_init=random_init,
+                               frames_per_batch=frames_per_batch, progress=progress, start=start)
     files, unreadable = _list_inputs(input_dir, checkpoint, random_init)
     shard = select_shard(files, batch_size, batch_idx)
     loaded = _load(model, checkpoint, layer, random_init)
@@ -283,6 +294,117 @@ def extract(
              summary.written, summary.changed, summary.skipped, len(summary.failed), summary.total,
              summary.audio_seconds, summary.elapsed_s, summary.audio_seconds / max(summary.elapsed_s, 1e-9))
     return summary
+
+
+def layer_folder(output_dir: Path | str, layer: int) -> Path:
+    """Where `extract(layers=...)` writes layer k: the representation `<name>@<k>` beside `output_dir`."""
+    output_dir = Path(output_dir)
+    return output_dir.with_name(f"{output_dir.name}@{layer}")
+
+
+def choose_layers(layers: str | list[int] | tuple[int, ...], num_layers: int, model: str) -> tuple[int, ...]:
+    """"all" or a list of layer numbers -> the sorted, distinct layers (ExtractUsageError when one does not exist)."""
+    if isinstance(layers, str):
+        text = layers.strip()
+        if text == "all":
+            return tuple(range(num_layers))
+        try:
+            layers = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise ExtractUsageError(f"--layers {text!r}: give 'all' or layer numbers separated by commas, "
+                                    f"e.g. 0,5,17") from None
+    chosen = tuple(sorted(set(int(k) for k in layers)))
+    bad = [k for k in chosen if not 0 <= k < num_layers]
+    if not chosen or bad:
+        what = f"layer {bad[0]} does not exist" if bad else "no layer is given"
+        raise ExtractUsageError(f"--layers: {what} for {model}, which has layers 0-{num_layers - 1} (0 = the output)")
+    return chosen
+
+
+def _extract_layers(model: str, input_dir: Path, output_dir: Path, layers, *, checkpoint: Path | None,
+                    batch_size: int | None, batch_idx: int | None, device: str, workers: int | None,
+                    random_init: bool, frames_per_batch: int | None, progress: bool | None,
+                    start: float) -> ExtractSummary:
+    """`extract(layers=...)`: the files any chosen layer still lacks, decoded and encoded once, each
+    layer's slice of the concatenated vector written into that layer's folder."""
+    files, unreadable = _list_inputs(input_dir, checkpoint, random_init)
+    shard = select_shard(files, batch_size, batch_idx)
+    loaded = _load(model, checkpoint, 0, random_init)
+    if not loaded.spec.framed:
+        raise ExtractUsageError(f"{model} is a handcrafted feature with no layers; drop --layers")
+    chosen = choose_layers(layers, len(loaded.rep.layer_dims), model)
+    dims = {k: loaded.rep.layer_dims[k] for k in chosen}
+    dev = resolve_device(device)
+    folders = {k: layer_folder(output_dir, k) for k in chosen}
+    manifests = {k: build_manifest(model, loaded.rep, loaded.spec, checkpoint, k, dims[k], random_init,
+                                   loaded.source) for k in chosen}
+    for k in chosen:
+        _prepare_output(folders[k], manifests[k])
+    summaries = {k: ExtractSummary(total=len(shard) + len(unreadable), failed=list(unreadable)) for k in chosen}
+    plans = {k: {job.rel: job for job in _plan(shard, input_dir, folders[k], dims[k],
+                                                _collisions(files, input_dir, folders[k]), summaries[k])}
+             for k in chosen}
+    offsets, position = {}, 0
+    for k in chosen:
+        offsets[k] = (position, position + dims[k])
+        position += dims[k]
+    jobs = []
+    for rel in dict.fromkeys(rel for k in chosen for rel in plans[k]):
+        needed = [k for k in chosen if rel in plans[k]]
+        first = plans[needed[0]][rel]
+        parts = tuple((plans[k][rel].target, plans[k][rel].record, *offsets[k]) for k in needed)
+        jobs.append(Job(rel, first.source, first.target, stamp=first.stamp, record=first.record, parts=parts))
+    log.info("%s layers %s: %d files in this shard, %d to extract (in one pass each)",
+             model, ",".join(map(str, chosen)), len(shard), len(jobs))
+    run_failed: list[tuple[str, str]] = []
+    stages = {}
+    if jobs:
+        n_workers = workers if workers is not None else default_workers(dev, neural=True)
+        bar = Progress(len(jobs), f"extract {model} x{len(chosen)} layers", progress)
+        try:
+            with _strict_float32():
+                stats = run_jobs(loaded.rep, jobs, spec=loaded.spec, device=dev, workers=n_workers, layer=chosen,
+                                 batch_frames=frames_per_batch or default_frames_per_batch(dev),
+                                 progress=bar, failed=run_failed)
+        except OutputFolderError as err:
+            raise ExtractError(_folder_failure(err.target.parent, err.err, during_run=True)) from None
+        except CustomModelError as err:
+            raise ExtractError(f"{err}; the vectors already written are complete and kept") from None
+        finally:
+            bar.close()
+        stages = {"decode_in_workers_s": stats.decode_s, "model_s": stats.model_s, "write_s": stats.write_s,
+                  "frames": stats.frames, "workers": n_workers, "layers_in_one_pass": len(chosen)}
+    failed_rels = {rel for rel, _ in run_failed}
+    elapsed = time.perf_counter() - start
+    combined = ExtractSummary(total=len(shard) + len(unreadable), failed=list(unreadable))
+    for k in chosen:
+        summary = summaries[k]
+        summary.failed += [(rel, reason) for rel, reason in run_failed if rel in plans[k]]
+        summary.written = sum(1 for rel in plans[k] if rel not in failed_rels)
+        summary.elapsed_s = elapsed
+        try:
+            write_run_report(folders[k], batch_idx, {
+                "manifest": manifests[k], "device": str(dev),
+                "files": {"total": summary.total, "written": summary.written, "skipped": summary.skipped,
+                          "changed": summary.changed,
+                          "failed": [{"file": f, "reason": r} for f, r in summary.failed]},
+                "elapsed_s": elapsed, "stages": stages,
+            })
+        except OSError as err:
+            raise ExtractError(_folder_failure(folders[k], err, during_run=True)) from None
+    failures = dict(unreadable)
+    for k in chosen:
+        failures.update(dict(summaries[k].failed))
+    combined.failed = sorted(failures.items())
+    combined.written = sum(1 for job in jobs if job.rel not in failed_rels)
+    planned_failures = {rel for k in chosen for rel, _ in summaries[k].failed}
+    job_rels = {job.rel for job in jobs}
+    combined.skipped = sum(1 for rel in shard if rel.as_posix() not in job_rels | planned_failures)
+    combined.elapsed_s = elapsed
+    log.info("%d files written into %d layer folders (%s), %d failed of %d",
+             combined.written, len(chosen), layer_folder(output_dir, chosen[0]).parent, len(combined.failed),
+             combined.total)
+    return combined
 
 
 def shard_status(

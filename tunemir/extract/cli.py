@@ -53,6 +53,9 @@ class ModelName(click.ParamType):
               help="Weights: a TUNe/CLMR .ckpt or .pt, or a tunemir .safetensors.")
 @click.option("--layer", type=click.IntRange(min=0), default=0, show_default=True,
               help="0 = final representation; k counts blocks back from the output (TUNe eval_layer).")
+@click.option("--layers", metavar="all|K,K,...",
+              help="Several layers in one pass (decode and encode once): layer K goes to OUTPUT_DIR@K, e.g. "
+                   "representations/gtzan_ff/tune_plus@5, each as --layer K would write it.")
 @click.option("--batch_size", "--batch-size", "batch_size", type=click.IntRange(min=1),
               help="Shard size (jukemir): files per shard.")
 @click.option("--batch_idx", "--batch-idx", "batch_idx", type=int, help="Which shard to run (0-based).")
@@ -62,7 +65,7 @@ class ModelName(click.ParamType):
 @click.option("--random-init", is_flag=True, help="Untrained weights: for tests and smoke runs only.")
 @click.option("--list-shards", is_flag=True,
               help="Print 'INDEX done' or 'INDEX todo' per shard of --batch_size files and exit (nothing is written).")
-def extract(model, input_dir, output_dir, checkpoint, layer, batch_size, batch_idx, device, workers,
+def extract(model, input_dir, output_dir, checkpoint, layer, layers, batch_size, batch_idx, device, workers,
             frames_per_batch, random_init, list_shards) -> None:
     """Write OUTPUT_DIR/<relative path>.npy, one vector per audio file under INPUT_DIR.
 
@@ -78,6 +81,8 @@ def extract(model, input_dir, output_dir, checkpoint, layer, batch_size, batch_i
         raise click.BadParameter(str(err), param_hint="--device") from None
     if list_shards and (batch_size is None or batch_idx is not None):
         raise click.UsageError("--list-shards needs --batch_size (the shard size) and no --batch_idx")
+    if layers is not None and list_shards:
+        raise click.UsageError("--list-shards takes one --layer; ask it per layer folder (OUTPUT_DIR@K --layer K)")
     if model in available_models() and not get_info(model).needs_weights:
         try:
             require("handcrafted", f"tunemir extract {model}")
@@ -92,7 +97,7 @@ def extract(model, input_dir, output_dir, checkpoint, layer, batch_size, batch_i
             return
         summary = run_extract(model, input_dir, output_dir, checkpoint=checkpoint, layer=layer,
                               batch_size=batch_size, batch_idx=batch_idx, device=device, workers=workers,
-                              random_init=random_init, frames_per_batch=frames_per_batch)
+                              random_init=random_init, frames_per_batch=frames_per_batch, layers=layers)
     except ExtractUsageError as err:
         raise click.UsageError(str(err)) from None
     except (CheckpointError, ExtractError) as err:

@@ -24,6 +24,7 @@ from tunemir.audio import AudioDecodeError, iter_frames, load_mono
 from tunemir.extract.records import write_source_record
 from tunemir.fileio import NAME_MAX, atomic_path
 from tunemir.models import HandcraftedFeature, ModelSpec
+from tunemir.models.base import InferenceEncoder
 from tunemir.models.loading import inference_module
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,13 @@ class Job:
     target: Path
     stamp: dict | None = None  #: the source's size and mtime when planned (see records.source_stamp)
     record: Path | None = None  #: where to record `stamp` once the vector is written
+    #: Several layers in one pass (`extract(layers=...)`): the model's vector is the chosen layers'
+    #: concatenated, and part [start:stop] goes to `target` (its record beside it); empty: the whole
+    #: vector goes to the job's own target.
+    parts: tuple[tuple[Path, Path | None, int, int], ...] = ()
+
+    def outputs(self) -> tuple[tuple[Path, Path | None, int | None, int | None], ...]:
+        return self.parts or ((self.target, self.record, None, None),)
 
 
 #: Write errors that hit every file of the output folder alike: the run stops at the first.
@@ -254,6 +262,18 @@ class FrameAverager:
         self.done(job, vector.astype(np.float32))
 
 
+class _PerLayer(torch.nn.Module):
+    """Several layers of a module without a one-pass tap (musicnn, a model of one's own): each
+    layer's vector in turn, concatenated as tunemir's encoders concatenate them in one pass."""
+
+    def __init__(self, module: torch.nn.Module, layers: tuple[int, ...]):
+        super().__init__()
+        self.module, self.layers = module, layers
+
+    def forward(self, x: torch.Tensor, layer: int = 0) -> torch.Tensor:
+        return torch.cat([self.module(x, layer=k) for k in self.layers], dim=1)
+
+
 class Progress:
     """tqdm on a terminal; otherwise (e.g. `docker run` without -t) a log line every 30 s."""
 
@@ -278,7 +298,7 @@ class Progress:
 
 
 def run_jobs(rep: torch.nn.Module | HandcraftedFeature, jobs: list[Job], *, spec: ModelSpec, device: torch.device,
-             workers: int, layer: int, batch_frames: int, progress: Progress,
+             workers: int, layer: int | tuple[int, ...], batch_frames: int, progress: Progress,
              failed: list[tuple[str, str]]) -> Stats:
     """Extract every job as `spec` declares; failures are appended to `failed` as (relative path, reason).
 
@@ -291,21 +311,21 @@ def run_jobs(rep: torch.nn.Module | HandcraftedFeature, jobs: list[Job], *, spec
     def save(job: int, vector: np.ndarray) -> None:
         tick = time.perf_counter()
         seconds = ends.pop(job).seconds
-        target = jobs[job].target
         if not np.isfinite(vector).all():  # never write a vector a probe would choke on
             fail(job, f"{jobs[job].source}: {nonfinite}, so no vector was written")
             return
-        try:
-            # Not fsynced: a vector lost to a power cut is found invalid and redone on the next run.
-            with atomic_path(target, durable=False) as tmp, open(tmp, "wb") as handle:
-                np.save(handle, vector)
-            if jobs[job].record is not None:
-                write_source_record(jobs[job].record, jobs[job].rel, jobs[job].stamp)
-        except OSError as err:
-            if err.errno in FOLDER_ERRNOS:
-                raise OutputFolderError(target, err) from None
-            fail(job, write_failure(target, err))
-            return
+        for target, record, start, stop in jobs[job].outputs():
+            try:
+                # Not fsynced: a vector lost to a power cut is found invalid and redone on the next run.
+                with atomic_path(target, durable=False) as tmp, open(tmp, "wb") as handle:
+                    np.save(handle, np.ascontiguousarray(vector[start:stop]))
+                if record is not None:
+                    write_source_record(record, jobs[job].rel, jobs[job].stamp)
+            except OSError as err:
+                if err.errno in FOLDER_ERRNOS:
+                    raise OutputFolderError(target, err) from None
+                fail(job, write_failure(target, err))
+                return
         stats.written += 1
         stats.audio_seconds += seconds
         stats.write_s += time.perf_counter() - tick
@@ -320,8 +340,10 @@ def run_jobs(rep: torch.nn.Module | HandcraftedFeature, jobs: list[Job], *, spec
                  "loss, or audio far outside [-1, 1]); check the checkpoint and the file" if neural else
                  f"the {rep.kind} feature came out NaN or infinite; check the audio")
     if neural:
-        averager = FrameAverager(inference_module(rep).to(device), device, layer, batch_frames, save, stats,
-                                 pooling=spec.pooling)
+        model = inference_module(rep).to(device)
+        if isinstance(layer, tuple) and not isinstance(model, InferenceEncoder):
+            model, layer = _PerLayer(model, layer), 0  # a module of its own: one call per layer
+        averager = FrameAverager(model, device, layer, batch_frames, save, stats, pooling=spec.pooling)
     else:
         rep.prepare()  # librosa's numba code is compiled here, once, before the decode workers fork
     stream = _stream(jobs, spec, workers, pin=device.type == "cuda", feature=None if neural else rep)

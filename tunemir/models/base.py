@@ -39,13 +39,21 @@ class Encoder(nn.Module):
                 f"choose 0 (final representation) to {self.num_layers - 1} (first block)"
             )
 
-    def forward(self, x: torch.Tensor, layer: int = 0) -> torch.Tensor:
-        """Map audio `(B, 1, T)` to the representation of `layer`, `(B, layer_dims[layer])`."""
-        self.check_layer(layer)
-        stop = self.num_layers - layer
+    def forward(self, x: torch.Tensor, layer: int | tuple[int, ...] = 0) -> torch.Tensor:
+        """Map audio `(B, 1, T)` to the representation of `layer`, `(B, layer_dims[layer])`; a tuple
+        of layers gives theirs concatenated in that order, `(B, sum of their dims)`, from one pass
+        through the blocks (up to the deepest one asked for)."""
+        wanted = (layer,) if isinstance(layer, int) else tuple(layer)
+        for k in wanted:
+            self.check_layer(k)
+        stops = {self.num_layers - k for k in wanted}
+        taps: dict[int, torch.Tensor] = {}
         for index, h in enumerate(self.blocks(x), start=1):  # h: (B, C_i, T_i)
-            if index == stop:
-                return h.mean(dim=-1).flatten(1)  # (B, C_i); 2-D inference layout: (B, C_i, 1)
+            if index in stops:
+                taps[index] = h.mean(dim=-1).flatten(1)  # (B, C_i); 2-D inference layout: (B, C_i, 1)
+                if len(taps) == len(stops):
+                    parts = [taps[self.num_layers - k] for k in wanted]
+                    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         raise AssertionError("blocks() yielded fewer outputs than layer_dims declares")
 
 
