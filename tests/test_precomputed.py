@@ -4,11 +4,10 @@ representations/ and probed end to end, with their bad cases."""
 from __future__ import annotations
 
 import hashlib
-import os
 import io
 import json
+import os
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from tunemir.datasets.assets import PRECOMPUTED_REPRESENTATIONS, precomputed_ass
 from tunemir.probe.tasks import BUILTIN_TASKS
 from tunemir.testing import write_probe_dataset
 from tunemir.testing.http import FileServer
+from tunemir.testing.sources import tar_gz
 
 SIZES = {"train": 60, "valid": 24, "test": 24}
 
@@ -30,11 +30,7 @@ def invoke(*args):
 
 def pack(archive: Path, members: dict[str, bytes]) -> None:
     archive.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    archive.write_bytes(tar_gz(members))
 
 
 def npy(vector: np.ndarray) -> bytes:

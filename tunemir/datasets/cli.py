@@ -11,11 +11,11 @@ from pathlib import Path
 import click
 
 from tunemir.datasets.assets import (DATASETS, MIRROR_ENV, PRECOMPUTED_REPRESENTATIONS, URL_ENV_PREFIX,
-                                     Asset, OverrideError, check_env_overrides, check_mirror, check_track_overrides,
+                                     OverrideError, check_env_overrides, check_mirror, check_track_overrides,
                                      giantsteps_audio_assets, parse_url_overrides, precomputed_asset)
 from tunemir.datasets.download import download_assets
 from tunemir.datasets.process import process_dataset
-from tunemir.datasets.sources import REGISTRY_ENV, DatasetError, dataset_assets, load_registry
+from tunemir.datasets.sources import REGISTRY_ENV, DatasetError, dataset_assets, load_registry, with_registry
 from tunemir.datasets.synth import (MAX_SAMPLE_RATE, MAX_SECONDS, MIN_CLIPS, MIN_SAMPLE_RATE, MIN_SECONDS,
                                     write_synth)
 from tunemir.fileio import ensure_writable_dir
@@ -35,6 +35,18 @@ def data() -> None:
 
 def _fail(err: Exception):
     raise click.ClickException(str(err)) from None
+
+
+def _overrides(dataset: str, assets, urls: tuple[str, ...], mirror: str | None, table: dict) -> dict[str, str]:
+    """The --url overrides of `assets`, after checking them, the TUNEMIR_URL_* variables and the mirror."""
+    tags = {a.tag for a in assets}
+    try:
+        overrides = parse_url_overrides(dataset, urls, tags)
+        check_env_overrides(dataset, tags, set(table))
+        check_mirror(mirror)
+    except OverrideError as err:
+        _usage(err)
+    return overrides
 
 
 def _usage(err: OverrideError):
@@ -59,13 +71,7 @@ def download(dataset: str, jobs: int, urls: tuple[str, ...], mirror: str | None,
         assets = dataset_assets(dataset, table)
     except DatasetError as err:
         _fail(err)
-    tags = {a.tag for a in assets}
-    try:
-        overrides = parse_url_overrides(dataset, urls, tags)
-        check_env_overrides(dataset, tags, set(table))
-        check_mirror(mirror)
-    except OverrideError as err:
-        _usage(err)
+    overrides = _overrides(dataset, assets, urls, mirror, table)
     root = _writable_cache(cache_dir, f"datasets/{dataset}").parent
     summaries = [download_assets(assets, root, jobs, overrides, mirror, progress=sys.stderr.isatty())]
     if dataset == "giantsteps_clips" and summaries[0].ok:
@@ -118,30 +124,21 @@ def download_representations(dataset: str, representations: tuple[str, ...], pre
         table = load_registry(registry)
     except DatasetError as err:
         _fail(err)
-    assets = []
-    for rep in dict.fromkeys(representations or PRECOMPUTED_REPRESENTATIONS):
-        base = precomputed_asset(dataset, rep)
-        entry = table.get(base.tag, {})
-        assets.append(Asset(base.tag, entry.get("path", base.path), tuple(entry.get("urls", base.urls)),
-                            entry.get("checksum", base.checksum)))
-    tags = {a.tag for a in assets}
-    try:
-        overrides = parse_url_overrides(dataset, urls, tags)
-        check_env_overrides(dataset, tags, set(table))
-        check_mirror(mirror)
-    except OverrideError as err:
-        _usage(err)
+    archives = {rep: with_registry(precomputed_asset(dataset, rep), table)
+                for rep in dict.fromkeys(representations or PRECOMPUTED_REPRESENTATIONS)}
+    assets = list(archives.values())
+    overrides = _overrides(dataset, assets, urls, mirror, table)
     root = _writable_cache(cache_dir, "datasets")
     representations_root = _writable_cache(cache_dir, "representations")
     summary = download_assets(assets, root, jobs, overrides, mirror, progress=sys.stderr.isatty())
     failed = {o.asset.tag: o.detail for o in summary.failed}
-    for a in assets:
-        rep = a.tag.removeprefix(f"PRECOMPUTED_{dataset.upper()}_").lower()
+    for rep, a in archives.items():
         if a.tag in failed:
             click.echo(f"  FAILED {a.tag}: {failed[a.tag]}", err=True)
             continue
         try:
-            done = unpack_precomputed(root / a.path, dataset, rep, representations_root, name=prefix + rep)
+            done = unpack_precomputed(root / a.path, dataset, rep, representations_root, name=prefix + rep,
+                                      sha256=a.checksum if a.algorithm == "sha256" else None)
         except PrecomputedError as err:
             failed[a.tag] = str(err)
             click.echo(f"  FAILED {a.tag}: {err}", err=True)

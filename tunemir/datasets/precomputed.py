@@ -40,11 +40,12 @@ class Unpacked:
 
 
 def unpack_precomputed(archive: Path, dataset: str, representation: str, representations_root: Path,
-                       name: str | None = None) -> Unpacked:
-    """Write `representations_root/<dataset>/<name or representation>/<uid>.npy` from `archive`."""
+                       name: str | None = None, sha256: str | None = None) -> Unpacked:
+    """Write `representations_root/<dataset>/<name or representation>/<uid>.npy` from `archive`;
+    `sha256` is the archive's digest when the caller has just verified it (else it is computed)."""
     archive = Path(archive)
     target = Path(representations_root) / dataset / (name or representation)
-    digest = file_digest(archive, "sha256")
+    digest = sha256 or file_digest(archive, "sha256")
     existing = _manifest(target)
     if existing is not None and existing.get("source") == SOURCE and existing.get("sha256") == digest:
         return Unpacked(target, existing["vectors"], existing["dim"], skipped=True)

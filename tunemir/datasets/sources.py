@@ -97,14 +97,17 @@ def _entry_problem(tag: str, entry, static: bool) -> str | None:
     return None
 
 
+def with_registry(a: Asset, registry: dict[str, dict]) -> Asset:
+    """Built-in asset `a` with the fields its registry entry (if any) replaces."""
+    entry = registry.get(a.tag, {})
+    return Asset(a.tag, entry.get("path", a.path), tuple(entry.get("urls", a.urls)),
+                 entry.get("checksum", a.checksum), entry.get("optional", a.optional))
+
+
 def dataset_assets(dataset: str, registry: dict[str, dict] | None = None) -> list[Asset]:
     """`dataset`'s static assets with the registry overrides applied."""
     registry = registry or {}
-    out = []
-    for a in static_assets(dataset):
-        entry = registry.get(a.tag, {})
-        out.append(Asset(a.tag, entry.get("path", a.path), tuple(entry.get("urls", a.urls)),
-                         entry.get("checksum", a.checksum), entry.get("optional", a.optional)))
+    out = [with_registry(a, registry) for a in static_assets(dataset)]
     prefix = f"{dataset}/"
     for tag, entry in registry.items():
         if entry.get("path", "").startswith(prefix) and tag not in {a.tag for a in out}:

@@ -130,21 +130,7 @@ def musicnn_wheel() -> Path:
     """The released musicnn wheel for the tests: $TUNEMIR_MUSICNN_WHEEL (`.ci/run` downloads it
     from PyPI). Without it the calling test skips, or fails when $CI is set; a file that is not
     the release fails."""
-    import hashlib
-    import os
-
-    import pytest
-
-    path = Path(os.environ.get("TUNEMIR_MUSICNN_WHEEL") or Path("~/.cache/tunemir").expanduser() / MUSICNN_WHEEL)
-    if not path.is_file():
-        message = (f"{path} not found: `pip download --no-deps musicnn==0.1.0` and set TUNEMIR_MUSICNN_WHEEL "
-                   "to the wheel")
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run these tests, never skip")
-        pytest.skip(message)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert digest == MUSICNN_WHEEL_SHA256, f"{path} is not the released {MUSICNN_WHEEL} (sha256 {digest})"
-    return path
+    return _ci_wheel("TUNEMIR_MUSICNN_WHEEL", MUSICNN_WHEEL, MUSICNN_WHEEL_SHA256, "musicnn==0.1.0")
 
 
 def dev_tool(name: str) -> str | None:

@@ -46,7 +46,8 @@ def _write(root: Path, tag: str, data: bytes, registry: dict) -> None:
     registry[tag] = {"checksum": _sha256(data)}
 
 
-def _tar(members: dict[str, bytes]) -> bytes:
+def tar_gz(members: dict[str, bytes]) -> bytes:
+    """A .tar.gz holding `members` (name -> bytes)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for name, data in members.items():
@@ -86,7 +87,7 @@ def write_gtzan_ff(root: Path) -> dict:
     for i, did in enumerate(GTZAN_FILES):
         genre = did.split(".")[0]
         members[f"genres/{genre}/{did}.wav"] = GARBAGE if did in GTZAN_CORRUPT else _audio_bytes(1.0, 22050, "wav", seed=i)
-    _write(root, "GTZAN", _tar(members), registry)
+    _write(root, "GTZAN", tar_gz(members), registry)
     for split in ("train", "valid", "test"):
         lines = [f"{did.split('.')[0]}/{did}.au" for did, s in GTZAN_FILES.items() if s == split]
         _write(root, f"GTZAN_{split.upper()}", ("\n".join(lines) + "\n").encode(), registry)
@@ -177,10 +178,10 @@ def write_emomusic(root: Path) -> dict:
                "static_annotations.csv": _table(static, list(static[0]), ",")}
     for stem in ("valence_cont_average", "valence_cont_std", "arousal_cont_average", "arousal_cont_std"):
         members[f"{stem}.csv"] = _table(cont, list(cont[0]), ",")
-    _write(root, "EMOMUSIC_ANNOTATIONS", _tar(members), registry)
+    _write(root, "EMOMUSIC_ANNOTATIONS", tar_gz(members), registry)
     clips = {f"clips_45seconds/{s[0]}.mp3": _audio_bytes(1.5, s[8], "mp3", channels=2, seed=s[0])
              for s in EMOMUSIC_SONGS}
-    _write(root, "EMOMUSIC_CLIPS", _tar(clips), registry)
+    _write(root, "EMOMUSIC_CLIPS", tar_gz(clips), registry)
     return registry
 
 
