@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tunemir.audio import AUDIO_SUFFIXES, is_audio_path
-from tunemir.extract.pipeline import Job, OutputFolderError, Progress, run_jobs, write_failure
+from tunemir.extract.pipeline import Job, OutputFolderError, Progress, Stats, run_jobs, write_failure
 from tunemir.extract.records import (
     MANIFEST_NAME, SOURCES_DIR, ManifestMismatchError, build_manifest, check_manifest, check_or_write_manifest,
     read_source_record, record_path, source_stamp, write_run_report,
@@ -258,34 +258,11 @@ def extract(
              model, len(shard), summary.skipped, len(jobs))
     stages = {}
     if jobs:
-        n_workers = workers if workers is not None else default_workers(dev, neural=loaded.spec.framed)
-        bar = Progress(len(jobs), f"extract {model}", progress)
-        try:
-            with _strict_float32():
-                stats = run_jobs(loaded.rep, jobs, spec=loaded.spec, device=dev, workers=n_workers, layer=layer,
-                                 batch_frames=frames_per_batch or default_frames_per_batch(dev),
-                                 progress=bar, failed=summary.failed)
-        except OutputFolderError as err:
-            raise ExtractError(_folder_failure(output_dir, err.err, during_run=True)) from None
-        except CustomModelError as err:  # its output changed shape on real audio
-            raise ExtractError(f"{err}; the vectors already written are complete and kept") from None
-        finally:
-            bar.close()
+        stats, stages = _run(loaded, jobs, layer, dev, workers, frames_per_batch,
+                             Progress(len(jobs), f"extract {model}", progress), summary.failed, [output_dir])
         summary.written, summary.audio_seconds = stats.written, stats.audio_seconds
-        stages = {"decode_in_workers_s": stats.decode_s, "model_s": stats.model_s, "write_s": stats.write_s,
-                  "frames": stats.frames, "workers": n_workers}
     summary.elapsed_s = time.perf_counter() - start
-    try:
-        write_run_report(output_dir, batch_idx, {
-            "manifest": manifest, "device": str(dev),
-            "files": {"total": summary.total, "written": summary.written, "skipped": summary.skipped,
-                      "changed": summary.changed,
-                      "failed": [{"file": f, "reason": r} for f, r in summary.failed]},
-            "audio_seconds": summary.audio_seconds, "elapsed_s": summary.elapsed_s,
-            "audio_seconds_per_s": summary.audio_seconds / max(summary.elapsed_s, 1e-9), "stages": stages,
-        })
-    except OSError as err:
-        raise ExtractError(_folder_failure(output_dir, err, during_run=True)) from None
+    _report(output_dir, batch_idx, manifest, dev, summary, stages)
     if summary.failed:
         log.warning("%d of %d files failed; the reasons are in the run report in %s",
                     len(summary.failed), summary.total, output_dir)
@@ -294,6 +271,44 @@ def extract(
              summary.written, summary.changed, summary.skipped, len(summary.failed), summary.total,
              summary.audio_seconds, summary.elapsed_s, summary.audio_seconds / max(summary.elapsed_s, 1e-9))
     return summary
+
+
+def _run(loaded: LoadedModel, jobs: list[Job], layer: int | tuple[int, ...], dev: torch.device,
+         workers: int | None, frames_per_batch: int | None, bar: Progress, failed: list,
+         folders: list[Path]) -> tuple[Stats, dict]:
+    """`run_jobs` as `extract` runs it (strict float32, its errors as ExtractError naming the output
+    folder, of `folders`, that failed); (stats, stages)."""
+    n_workers = workers if workers is not None else default_workers(dev, neural=loaded.spec.framed)
+    try:
+        with _strict_float32():
+            stats = run_jobs(loaded.rep, jobs, spec=loaded.spec, device=dev, workers=n_workers, layer=layer,
+                             batch_frames=frames_per_batch or default_frames_per_batch(dev),
+                             progress=bar, failed=failed)
+    except OutputFolderError as err:
+        folder = next((f for f in folders if f in err.target.parents), err.target.parent)
+        raise ExtractError(_folder_failure(folder, err.err, during_run=True)) from None
+    except CustomModelError as err:  # its output changed shape on real audio
+        raise ExtractError(f"{err}; the vectors already written are complete and kept") from None
+    finally:
+        bar.close()
+    return stats, {"decode_in_workers_s": stats.decode_s, "model_s": stats.model_s, "write_s": stats.write_s,
+                   "frames": stats.frames, "workers": n_workers}
+
+
+def _report(folder: Path, batch_idx: int | None, manifest: dict, dev: torch.device, summary: ExtractSummary,
+            stages: dict) -> None:
+    """The run report of one output folder (`write_run_report`)."""
+    try:
+        write_run_report(folder, batch_idx, {
+            "manifest": manifest, "device": str(dev),
+            "files": {"total": summary.total, "written": summary.written, "skipped": summary.skipped,
+                      "changed": summary.changed,
+                      "failed": [{"file": f, "reason": r} for f, r in summary.failed]},
+            "audio_seconds": summary.audio_seconds, "elapsed_s": summary.elapsed_s,
+            "audio_seconds_per_s": summary.audio_seconds / max(summary.elapsed_s, 1e-9), "stages": stages,
+        })
+    except OSError as err:
+        raise ExtractError(_folder_failure(folder, err, during_run=True)) from None
 
 
 def layer_folder(output_dir: Path | str, layer: int) -> Path:
@@ -359,21 +374,10 @@ def _extract_layers(model: str, input_dir: Path, output_dir: Path, layers, *, ch
     run_failed: list[tuple[str, str]] = []
     stages = {}
     if jobs:
-        n_workers = workers if workers is not None else default_workers(dev, neural=True)
-        bar = Progress(len(jobs), f"extract {model} x{len(chosen)} layers", progress)
-        try:
-            with _strict_float32():
-                stats = run_jobs(loaded.rep, jobs, spec=loaded.spec, device=dev, workers=n_workers, layer=chosen,
-                                 batch_frames=frames_per_batch or default_frames_per_batch(dev),
-                                 progress=bar, failed=run_failed)
-        except OutputFolderError as err:
-            raise ExtractError(_folder_failure(err.target.parent, err.err, during_run=True)) from None
-        except CustomModelError as err:
-            raise ExtractError(f"{err}; the vectors already written are complete and kept") from None
-        finally:
-            bar.close()
-        stages = {"decode_in_workers_s": stats.decode_s, "model_s": stats.model_s, "write_s": stats.write_s,
-                  "frames": stats.frames, "workers": n_workers, "layers_in_one_pass": len(chosen)}
+        _, stages = _run(loaded, jobs, chosen, dev, workers, frames_per_batch,
+                         Progress(len(jobs), f"extract {model} x{len(chosen)} layers", progress), run_failed,
+                         list(folders.values()))
+        stages["layers_in_one_pass"] = len(chosen)
     failed_rels = {rel for rel, _ in run_failed}
     elapsed = time.perf_counter() - start
     combined = ExtractSummary(total=len(shard) + len(unreadable), failed=list(unreadable))
@@ -382,16 +386,7 @@ def _extract_layers(model: str, input_dir: Path, output_dir: Path, layers, *, ch
         summary.failed += [(rel, reason) for rel, reason in run_failed if rel in plans[k]]
         summary.written = sum(1 for rel in plans[k] if rel not in failed_rels)
         summary.elapsed_s = elapsed
-        try:
-            write_run_report(folders[k], batch_idx, {
-                "manifest": manifests[k], "device": str(dev),
-                "files": {"total": summary.total, "written": summary.written, "skipped": summary.skipped,
-                          "changed": summary.changed,
-                          "failed": [{"file": f, "reason": r} for f, r in summary.failed]},
-                "elapsed_s": elapsed, "stages": stages,
-            })
-        except OSError as err:
-            raise ExtractError(_folder_failure(folders[k], err, during_run=True)) from None
+        _report(folders[k], batch_idx, manifests[k], dev, summary, stages)
     failures = dict(unreadable)
     for k in chosen:
         failures.update(dict(summaries[k].failed))
