@@ -11,8 +11,8 @@ from tunemir.probe.data import ProbeDirs, load_probe_data
 from tunemir.probe.metrics import evaluate
 from tunemir.probe.serial import train_serial
 from tunemir.probe.tasks import BUILTIN_TASKS
-from tunemir.probe.train import (adam_step, fused_adam_works, initial_weights, probe_logits, sample_batches,
-                                 stacked_adam_step, train_grid)
+from tunemir.probe.streams import Streams, config_key
+from tunemir.probe.train import adam_step, fused_adam_works, initial_weights, probe_logits, stacked_adam_step, train_grid
 from tunemir.testing import synthetic_probe_data, write_probe_dataset
 
 
@@ -50,16 +50,16 @@ def test_stacked_adam_row_matches_torch_adam(kind):
 
 @pytest.mark.parametrize("population, size", [(18706, 256), (443, 256), (100, 64), (50, 64)])
 def test_minibatches_are_distinct_uniform_and_independent(population, size):
-    gen = torch.Generator().manual_seed(0)
-    idx = sample_batches(40, population, size, gen, "cpu")
+    streams = Streams([config_key(f"config {r}") for r in range(40)], "cpu")
+    idx = streams.batches(0, population, size)
     size = min(size, population)
     assert idx.shape == (40, size)
     assert idx.min() >= 0 and idx.max() < population
     assert all(len(set(row.tolist())) == size for row in idx)
     assert not torch.equal(idx[0].sort().values, idx[1].sort().values) or size == population
     # Every index equally likely: over many draws the counts are close to uniform.
-    counts = torch.bincount(torch.cat([sample_batches(40, population, size, gen, "cpu").flatten()
-                                       for _ in range(50)]), minlength=population).double()
+    counts = torch.bincount(torch.cat([streams.batches(step, population, size).flatten()
+                                       for step in range(1, 51)]), minlength=population).double()
     expected = 2000 * size / population
     assert ((counts - expected).abs() < 6 * math.sqrt(expected) + 1).all()
 

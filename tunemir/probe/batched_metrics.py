@@ -12,8 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tunemir.probe.metrics import STRATEGIES, key_score_matrix, song_groups
-from tunemir.probe.tasks import Task
+from tunemir.probe.tasks import STRATEGIES, Task, key_score_matrix, song_groups
 
 
 class SplitMetrics:

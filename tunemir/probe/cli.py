@@ -12,7 +12,7 @@ import click
 from tunemir.fileio import atomic_path
 from tunemir.probe.config import GRIDS
 from tunemir.probe.data import ProbeDataError, ProbeDirs
-from tunemir.probe.grid import GridError, check_name, select_best, write_grid
+from tunemir.probe.grid import GridError, check_name, expand_representations, held_grid, select_best, write_grid
 from tunemir.probe.report import build_report
 from tunemir.probe.tasks import TaskError
 
@@ -49,6 +49,17 @@ def _name(ctx, param, value: str) -> str:
     return value
 
 
+def _datasets(ctx, param, value: str) -> list[str]:
+    """DATASET, or several separated by commas; each one plain folder name."""
+    names = [part.strip() for part in value.split(",")]
+    for name in names:
+        try:
+            check_name("dataset", name)
+        except GridError as err:
+            raise click.BadParameter(str(err)) from None
+    return names
+
+
 def _device(ctx, param, value: str) -> str:
     """auto, cpu, cuda or cuda:N; CUDA only where a GPU is visible (extraction's rule)."""
     from tunemir.extract import ExtractUsageError, resolve_device
@@ -65,36 +76,85 @@ def probe() -> None:
     """Train and evaluate probes on extracted features (jukemir protocol)."""
 
 
+_SEEDS = click.option("--seeds", type=click.IntRange(min=1),
+                      help="Repeat the protocol under seeds 0..N-1 (each seed its own grid of configs and its own "
+                           "selection on valid); the report gives mean, spread and intervals.  [default: 1]")
+
+
+def _representations(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Plain names are checked here; patterns when they are matched against the feature folders."""
+    for value in values:
+        if not any(ch in value for ch in "*?["):
+            _name(ctx, param, value)
+    return values
+
+
+_REPRESENTATIONS = click.argument("representations", metavar="REPRESENTATION...", nargs=-1, required=True,
+                                  callback=_representations)
+
+
+def _grid_targets(datasets: list[str], patterns: tuple[str, ...], dirs: ProbeDirs) -> list[tuple[str, str]]:
+    return [(d, r) for d in datasets for r in expand_representations(d, list(patterns), dirs)]
+
+
 @probe.command()
-@click.argument("dataset", callback=_name)
-@click.argument("representation", callback=_name)
+@click.argument("dataset", callback=_datasets)
+@_REPRESENTATIONS
 @click.option("--grid", type=click.Choice(sorted(GRIDS)), default="paper", show_default=True,
               help="paper: jukemir's 216 configs; smoke: 8 quick configs for CI and the demo.")
+@_SEEDS
 @_dirs_options
-def grid(dataset: str, representation: str, grid: str, dirs: ProbeDirs) -> None:
-    """Write the grid's config files for DATASET and REPRESENTATION."""
-    configs = write_grid(dataset, representation, dirs, grid)
-    click.echo(f"{len(configs)} configs ({grid} grid) in {dirs.runs(dataset, representation)}")
+def grid(dataset: list[str], representations: tuple[str, ...], grid: str, seeds: int | None, dirs: ProbeDirs) -> None:
+    """Write the grid's config files for DATASET (or several, comma-separated) and each REPRESENTATION.
+
+    A REPRESENTATION may be a pattern, e.g. 'tune_plus@*' for every layer extracted with --layers.
+    """
+    for name, rep in _grid_targets(dataset, representations, dirs):
+        configs = write_grid(name, rep, dirs, grid, seeds or 1)
+        under = f" under {seeds} seeds" if seeds else ""
+        click.echo(f"{len(configs)} configs ({grid} grid{under}) in {dirs.runs(name, rep)}")
 
 
 @probe.command()
-@click.argument("dataset", callback=_name)
-@click.argument("representation", callback=_name)
+@click.argument("dataset", callback=_datasets)
+@_REPRESENTATIONS
+@click.option("--grid", type=click.Choice(sorted(GRIDS)),
+              help="Write this grid's configs first where they are missing (else they come from `probe grid`).")
+@_SEEDS
 @click.option("--device", default="auto", show_default=True, callback=_device, help="auto, cpu, cuda or cuda:N.")
 @_dirs_options
-def train(dataset: str, representation: str, device: str, dirs: ProbeDirs) -> None:
-    """Train every pending config of the grid together; finished configs are skipped."""
+def train(dataset: list[str], representations: tuple[str, ...], grid: str | None, seeds: int | None, device: str,
+          dirs: ProbeDirs) -> None:
+    """Train every pending config of the grids of DATASET (or several, comma-separated) and each
+    REPRESENTATION; finished configs are skipped.
+
+    A REPRESENTATION may be a pattern: 'tune_plus@*' trains the grids of every layer that
+    `tunemir extract --layers` wrote, in one command. Each config's random streams are its own,
+    so its result does not depend on what trains beside it.
+    """
     from tunemir.probe.runs import train_pending
 
-    summary = train_pending(dataset, representation, dirs, device=device)
-    if not summary.trained and not summary.failed:
-        click.echo(f"nothing to do: all {summary.total} configs of {dataset}/{representation} are already trained")
-        return
-    click.echo(f"trained {len(summary.trained)} configs in {summary.seconds:.1f} s "
-               f"({summary.skipped} were already done, {len(summary.failed)} failed)")
-    if summary.failed:
+    targets = _grid_targets(dataset, representations, dirs)
+    if grid or seeds:
+        for name, rep in targets:
+            chosen = grid or held_grid(name, rep, dirs)
+            if chosen is None:
+                raise GridError(f"{dirs.runs(name, rep)} holds no configs of a named grid to repeat under --seeds "
+                                f"{seeds}; name the grid: --grid paper (or smoke)")
+            write_grid(name, rep, dirs, chosen, seeds or 1)
+    failed = 0
+    for name, rep in targets:
+        summary = train_pending(name, rep, dirs, device=device)
+        where = f"{name}/{rep}"
+        if not summary.trained and not summary.failed:
+            click.echo(f"{where}: nothing to do, all {summary.total} configs are already trained")
+            continue
+        click.echo(f"{where}: trained {len(summary.trained)} configs in {summary.seconds:.1f} s "
+                   f"({summary.skipped} were already done, {len(summary.failed)} failed)")
         for uid, error in summary.failed.items():
             click.echo(f"  {uid}: {error}", err=True)
+        failed += len(summary.failed)
+    if failed:
         sys.exit(1)
 
 
@@ -105,14 +165,15 @@ def train(dataset: str, representation: str, device: str, dirs: ProbeDirs) -> No
 @click.option("--expected-num-runs", type=click.IntRange(min=1), help="Fail unless exactly this many configs are trained.")
 @click.option("--grid", type=click.Choice(sorted(GRIDS)), help="Fail unless exactly this grid's configs are trained.")
 @click.option("--metric", default="primary", show_default=True, help="Valid metric that picks the config.")
+@click.option("--seed", type=click.IntRange(min=0), help="Which seed's grid, when the folder holds several.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the JSON here (missing folders are created).")
 @_dirs_options
 def evaluate(dataset: str, representation: str, split: str, expected_num_runs: int | None, grid: str | None,
-             metric: str, output: Path | None, dirs: ProbeDirs) -> None:
+             metric: str, seed: int | None, output: Path | None, dirs: ProbeDirs) -> None:
     """Pick the config best on valid and print its metrics on SPLIT as JSON."""
     best = select_best(dataset, representation, dirs, split=split, expected_num_runs=expected_num_runs,
-                       metric=metric, grid=grid)
+                       metric=metric, grid=grid, seed=seed)
     best.pop("valid_scores")
     text = json.dumps(best, indent=2, sort_keys=True)
     if output:
@@ -130,9 +191,35 @@ def evaluate(dataset: str, representation: str, split: str, expected_num_runs: i
 @click.option("--dataset", "datasets", multiple=True, help="Only this dataset (repeatable; default: all).")
 @click.option("--representation", "representations", multiple=True,
               help="Only this representation (repeatable; default: all).")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Test-set resamples for the 95% intervals and layer comparisons (0: none).")
 @_dirs_options
-def report(output_dir: Path, datasets: tuple[str, ...], representations: tuple[str, ...], dirs: ProbeDirs) -> None:
-    """Tables (Markdown, CSV) and plots for every dataset x representation with trained probes."""
-    paths = build_report(dirs, output_dir, datasets, representations)
+def report(output_dir: Path, datasets: tuple[str, ...], representations: tuple[str, ...], n_boot: int,
+           dirs: ProbeDirs) -> None:
+    """Tables (Markdown, CSV) and plots for every dataset x representation with trained probes:
+    mean and spread over seeds, bootstrap intervals, and the layer curve of layer sweeps."""
+    paths = build_report(dirs, output_dir, datasets, representations, n_boot)
     click.echo(paths["markdown"].read_text())
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@probe.command()
+@click.argument("dataset", callback=_name)
+@click.argument("a", metavar="REP_A", callback=_name)
+@click.argument("b", metavar="REP_B", callback=_name)
+@click.option("--metric", default="primary", show_default=True, help="Test metric to compare.")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=100), default=1000, show_default=True,
+              help="Paired test-set resamples.")
+@_dirs_options
+def compare(dataset: str, a: str, b: str, metric: str, n_boot: int, dirs: ProbeDirs) -> None:
+    """Is REP_A better than REP_B on DATASET? A paired bootstrap over the same test items.
+
+    Prints the difference of the seed means (A - B), its 95% interval, and the share of
+    resamples in which A is not better, as JSON.
+    """
+    from tunemir.probe.summary import compare as paired, score, to_json
+
+    sides = [score(dataset, rep, dirs) for rep in (a, b)]
+    task = sides[0].task
+    name = task.primary if metric == "primary" and task is not None else metric
+    click.echo(to_json(paired(*sides, name, n_boot)))

@@ -23,24 +23,32 @@ class GridError(RuntimeError):
     """A grid cannot be trained or evaluated as asked; the message says what to do."""
 
 
-def write_grid(dataset: str, representation: str, dirs: ProbeDirs, grid: str = "paper") -> list[ProbeConfig]:
-    """Write `<uid>.json` for every config of `grid` that has no file yet; returns the grid.
+def write_grid(dataset: str, representation: str, dirs: ProbeDirs, grid: str | dict = "paper",
+               seeds: int = 1) -> list[ProbeConfig]:
+    """Write `<uid>.json` for every config of `grid` under seeds 0..seeds-1 that has no file yet;
+    returns those configs.
 
-    A grid folder holds one grid: a folder already holding configs of another grid (the smoke
-    grid, when the paper grid is asked for) is refused, since evaluating it would pick the best
-    of both and counting its runs could never match either grid.
+    A seed is the config's `seed` field, so each seed's grid is jukemir's grid with that seed
+    (seed 0 is jukemir's own) and every (config, seed) has its own uid and result folder. A grid
+    folder holds one grid under any number of seeds: a folder already holding configs of another
+    grid (the smoke grid, when the paper grid is asked for) is refused, since evaluating it would
+    pick the best of both and counting its runs could never match either grid.
     """
     check_name("dataset", dataset)
     check_name("representation", representation)
+    if seeds < 1:
+        raise GridError(f"--seeds must be at least 1, got {seeds}")
     load_task(dataset, dirs.dataset(dataset))  # a typo in the dataset name fails here, not at training
-    configs = grid_configs(dataset, representation, grid)
+    named = {c.uid() for c in grid_configs(dataset, representation, grid)}
+    configs = [c for seed in range(seeds) for c in grid_configs(dataset, representation, grid, seed=seed)]
     folder = dirs.runs(dataset, representation)
-    existing = grid_uids(folder)
-    foreign = set(existing) - {c.uid() for c in configs}
+    existing = folder_configs(folder)
+    foreign = [uid for uid, c in existing.items() if base_uid(c) not in named]
     if foreign:
-        trained = sum(existing.values())
-        raise GridError(f"{folder} already holds {describe_grid(dataset, representation, set(existing))}, {trained} "
-                        f"of them trained; a grid folder holds one grid, so the {grid} grid was not written. "
+        trained = sum(grid_uids(folder).values())
+        name = grid if isinstance(grid, str) else "asked"
+        raise GridError(f"{folder} already holds {describe_grid(dataset, representation, folder)}, {trained} "
+                        f"of them trained; a grid folder holds one grid, so the {name} grid was not written. "
                         f"Write it into another probes folder (--probes-dir), or delete this one first: rm -r {folder}")
     for config in configs:
         path = folder / f"{config.uid()}.json"
@@ -48,6 +56,73 @@ def write_grid(dataset: str, representation: str, dirs: ProbeDirs, grid: str = "
             with atomic_path(path) as tmp:
                 tmp.write_text(config.to_json())
     return configs
+
+
+def held_grid(dataset: str, representation: str, dirs: ProbeDirs) -> str | None:
+    """The named grid whose configs (under any seed) a grid folder holds, None if it holds none."""
+    bases = {base_uid(c) for c in folder_configs(dirs.runs(dataset, representation)).values()}
+    if not bases:
+        return None
+    return next((name for name in GRIDS if bases <= {c.uid() for c in grid_configs(dataset, representation, name)}),
+                None)
+
+
+def expand_representations(dataset: str, patterns: list[str], dirs: ProbeDirs) -> list[str]:
+    """Representation names, with shell-style patterns (`tune_plus@*`) matched against the feature
+    folders of the dataset's audio, in natural order (`x@2` before `x@10`)."""
+    import fnmatch
+    import re
+
+    audio = load_task(dataset, dirs.dataset(dataset)).audio_from or dataset
+    root = dirs.representations / audio
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if root.is_dir() else []
+    names: list[str] = []
+    for pattern in patterns:
+        if not any(ch in pattern for ch in "*?["):
+            check_name("representation", pattern)
+            matched = [pattern]
+        else:
+            matched = [name for name in found if fnmatch.fnmatchcase(name, pattern)]
+            if not matched:
+                there = f"; the representations there: {', '.join(found)}" if found else "; it holds none"
+                raise GridError(f"representation pattern {pattern!r} matches no features folder in {root}{there}")
+        names += [m for m in matched if m not in names]
+
+    def natural(name: str):
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+    return sorted(names, key=natural)
+
+
+def base_uid(config: ProbeConfig) -> str:
+    """The uid of `config` under seed 0: what its copies under other seeds share."""
+    return ProbeConfig({**config, "seed": 0}).uid()
+
+
+def folder_configs(folder: Path) -> dict[str, ProbeConfig]:
+    """The readable `<uid>.json` configs of a grid folder, by uid (damaged files are left to
+    `read_configs` to report)."""
+    found = {}
+    if folder.is_dir():
+        for path in folder.glob("*.json"):
+            if path.name.startswith("."):
+                continue
+            try:
+                found[path.stem] = ProbeConfig(json.loads(path.read_text()))
+            except (OSError, json.JSONDecodeError, ValueError):
+                continue
+    return found
+
+
+def seed_text(seeds) -> str:
+    """'seed 0', 'seeds 0-2' or 'seeds 0, 3'."""
+    seeds = sorted(seeds)
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}-{seeds[-1]}"
+    return "seeds " + ", ".join(map(str, seeds))
 
 
 def check_name(what: str, name: str) -> None:
@@ -66,14 +141,21 @@ def grid_uids(folder: Path) -> dict[str, bool]:
     return uids
 
 
-def describe_grid(dataset: str, representation: str, uids: set[str]) -> str:
-    """'the smoke grid (8 configs)', 'part of the paper grid (100 of 216 configs)' or 'N configs of no named grid'."""
+def describe_grid(dataset: str, representation: str, folder: Path, uids: set[str] | None = None) -> str:
+    """What a grid folder holds (of its configs, those in `uids` when given): 'the smoke grid (8
+    configs)', 'part of the paper grid (100 of 216 configs)', '... under seeds 0-2' or 'N configs
+    of no named grid'."""
+    configs = folder_configs(folder)
+    uids = set(configs) if uids is None else set(uids)
+    seeds = sorted({int(configs[u]["seed"]) for u in uids if u in configs}) or [0]
     for name in GRIDS:
-        named = {c.uid() for c in grid_configs(dataset, representation, name)}
+        named = {c.uid() for seed in seeds for c in grid_configs(dataset, representation, name, seed=seed)}
+        under = f" under {seed_text(seeds)}" if seeds != [0] else ""
+        per_seed = len(named) // len(seeds)
         if uids == named:
-            return f"the {name} grid ({len(uids)} configs)"
+            return f"the {name} grid ({per_seed} configs){under}" + (f", {len(uids)} in all" if under else "")
         if uids < named:
-            return f"part of the {name} grid ({len(uids)} of {len(named)} configs)"
+            return f"part of the {name} grid{under} ({len(uids)} of {len(named)} configs)"
     return f"{len(uids)} configs of no named grid"
 
 
@@ -98,13 +180,16 @@ def is_finished(folder: Path) -> bool:
 
 
 def select_best(dataset: str, representation: str, dirs: ProbeDirs, split: str = "test",
-                expected_num_runs: int | None = None, metric: str = "primary", grid: str | None = None) -> dict:
-    """The config with the best valid `metric` and its metrics on `split` (jukemir's aggregate).
+                expected_num_runs: int | None = None, metric: str = "primary", grid: str | None = None,
+                seed: int | None = None) -> dict:
+    """The config with the best valid `metric` and its metrics on `split` (jukemir's aggregate),
+    among the configs of one seed.
 
-    `expected_num_runs` (jukemir's check) fails unless exactly that many configs are trained;
-    `grid` fails unless the trained configs are exactly that named grid's. Ties, frequent with
-    accuracy on 197 GTZAN clips, are broken deterministically (unlike jukemir's file-system
-    order): lower valid loss, then smaller uid.
+    `seed` picks the seed when the folder holds several (`write_grid(seeds=N)`); a folder of one
+    seed needs none. `expected_num_runs` (jukemir's check) fails unless exactly that many configs
+    of the seed are trained; `grid` fails unless they are exactly that named grid's. Ties, frequent
+    with accuracy on 197 GTZAN clips (it moves in steps of 1/197), are broken deterministically
+    (unlike jukemir's file-system order): lower valid loss, then smaller uid.
     """
     folder = dirs.runs(dataset, representation)
     finished = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_finished(p)) \
@@ -116,10 +201,20 @@ def select_best(dataset: str, representation: str, dirs: ProbeDirs, split: str =
         where = "does not exist" if not folder.is_dir() else "holds no probe configs"
         raise GridError(f"{folder} {where}; write and train a grid first: tunemir probe grid {dataset} "
                         f"{representation} && {train}")
+    seeds = trained_seeds(folder)
+    if seed is None:
+        if len(seeds) > 1:
+            raise GridError(f"{folder} holds probes trained under {seed_text(seeds)}; pick one with --seed "
+                            "(the report gives the mean and spread over all of them)")
+        seed = next(iter(seeds))
+    if seed not in seeds:
+        raise GridError(f"{folder} holds no probe trained under seed {seed}, only under {seed_text(seeds)}; "
+                        f"train them with: tunemir probe train {dataset} {representation} --seeds {seed + 1}")
+    finished = [p for p in finished if p.name in seeds[seed]]
     if expected_num_runs is not None and len(finished) != expected_num_runs:
         raise GridError(_count_mismatch(dataset, representation, folder, len(finished), expected_num_runs))
     if grid is not None:
-        _check_grid(dataset, representation, folder, {p.name for p in finished}, grid)
+        _check_grid(dataset, representation, folder, {p.name for p in finished}, grid, seed)
     rows = []
     for path in finished:
         valid = _read_metrics(path / "metrics.json")
@@ -134,15 +229,39 @@ def select_best(dataset: str, representation: str, dirs: ProbeDirs, split: str =
     _, _, uid = min(rows)
     name = "metrics.json" if split == "valid" else "test_metrics.json"
     metrics = _read_metrics(folder / uid / name)
-    return {"dataset": dataset, "representation": representation, "uid": uid, "split": split,
+    return {"dataset": dataset, "representation": representation, "uid": uid, "split": split, "seed": seed,
             "num_runs": len(finished), "selected_by": f"valid {metric}", "metrics": metrics,
             "valid_scores": sorted(-r[0] for r in rows)}
+
+
+def select_seeds(dataset: str, representation: str, dirs: ProbeDirs, split: str = "test",
+                 metric: str = "primary") -> list[dict]:
+    """`select_best` once per trained seed, in seed order: the protocol's result under each seed."""
+    folder = dirs.runs(dataset, representation)
+    seeds = trained_seeds(folder) if folder.is_dir() else {}
+    if not seeds:
+        return [select_best(dataset, representation, dirs, split, metric=metric)]  # raises, saying what to do
+    return [select_best(dataset, representation, dirs, split, metric=metric, seed=seed) for seed in sorted(seeds)]
+
+
+def trained_seeds(folder: Path) -> dict[int, set[str]]:
+    """seed -> uids of the trained configs under it (the seed read from each result's cfg.json)."""
+    seeds: dict[int, set[str]] = {}
+    for path in folder.iterdir():
+        if path.is_dir() and not path.name.startswith(".") and is_finished(path):
+            try:
+                seed = int(json.loads((path / "cfg.json").read_text()).get("seed", 0))
+            except (OSError, ValueError, TypeError, AttributeError):
+                raise GridError(f"{path / 'cfg.json'} cannot be read; delete its folder {path} and train again "
+                                "(tunemir probe train retrains missing configs)") from None
+            seeds.setdefault(seed, set()).add(path.name)
+    return seeds
 
 
 def _count_mismatch(dataset: str, representation: str, folder: Path, trained: int, expected: int) -> str:
     """Why the trained count differs from --expected-num-runs, and the command that helps."""
     uids = grid_uids(folder)
-    held = describe_grid(dataset, representation, set(uids))
+    held = describe_grid(dataset, representation, folder)
     head = f"{folder}: {trained} trained configs, expected {expected}; the folder holds {held}"
     if trained < len(uids):
         fix = f"finish the grid with: tunemir probe train {dataset} {representation}"
@@ -157,16 +276,19 @@ def _count_mismatch(dataset: str, representation: str, folder: Path, trained: in
     return f"{head}, all trained. Pass --expected-num-runs {trained} to evaluate it, or {other}."
 
 
-def _check_grid(dataset: str, representation: str, folder: Path, trained: set[str], grid: str) -> None:
-    named = {c.uid() for c in grid_configs(dataset, representation, grid)}
+def _check_grid(dataset: str, representation: str, folder: Path, trained: set[str], grid: str, seed: int) -> None:
+    named = {c.uid() for c in grid_configs(dataset, representation, grid, seed=seed)}
     if trained == named:
         return
-    uids = grid_uids(folder)
-    head = (f"{folder}: expected the {grid} grid ({len(named)} configs) trained, but it holds "
-            f"{describe_grid(dataset, representation, set(uids))}, {len(trained)} trained")
-    if set(uids) == named:
+    configs = folder_configs(folder)
+    uids = {u for u, c in configs.items() if int(c["seed"]) == seed}
+    under = f" under seed {seed}" if seed else ""
+    head = (f"{folder}: expected the {grid} grid ({len(named)} configs) trained{under}, but it holds "
+            f"{describe_grid(dataset, representation, folder, uids)}, {len(trained)} trained")
+    if uids == named:
         raise GridError(f"{head}; finish the grid with: tunemir probe train {dataset} {representation}")
-    other = next((n for n in GRIDS if {c.uid() for c in grid_configs(dataset, representation, n)} == set(uids)), None)
+    other = next((n for n in GRIDS if {c.uid() for c in grid_configs(dataset, representation, n, seed=seed)} == uids),
+                 None)
     fix = f"pass --grid {other} to evaluate it, or " if other else ""
     raise GridError(f"{head}; {fix}write the {grid} grid into another probes folder (tunemir probe grid {dataset} "
                     f"{representation} --grid {grid} --probes-dir NEW) and train it")

@@ -6,18 +6,13 @@ same quantities for many probes at once on the training device, for early stoppi
 
 from __future__ import annotations
 
-import functools
 import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tunemir.probe.tasks import KEY_LABELS, Task
-
-#: GiantSteps clip-to-song strategies, in the order jukemir tries them (ties keep the earlier).
-STRATEGIES = ("vote", "max", "gmean", "mean")
-
+from tunemir.probe.tasks import KEY_LABELS, STRATEGIES, Task, key_score_matrix, song_groups
 
 def task_loss(task: Task, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """jukemir's training loss: mean cross-entropy, mean BCE-with-logits or mean squared error."""
@@ -26,21 +21,6 @@ def task_loss(task: Task, logits: torch.Tensor, targets: torch.Tensor) -> torch.
     if task.output_type == "multilabel":
         return F.binary_cross_entropy_with_logits(logits, targets)
     return F.mse_loss(logits, targets)
-
-
-@functools.cache
-def key_score_matrix() -> np.ndarray:
-    """`W[ref, est]` = mir_eval's weighted key score for every pair of the 24 key labels."""
-    import mir_eval
-
-    return np.array([[mir_eval.key.weighted_score(ref, est) for est in KEY_LABELS] for ref in KEY_LABELS])
-
-
-def song_groups(uids) -> tuple[np.ndarray, int]:
-    """Song index of each clip (uid prefix before the first "-"), numbered in order of appearance."""
-    index: dict[str, int] = {}
-    songs = np.array([index.setdefault(uid.split("-")[0], len(index)) for uid in uids], dtype=np.int64)
-    return songs, len(index)
 
 
 def evaluate(task: Task, uids, targets: np.ndarray, logits: np.ndarray, strategy: str | None = None) -> dict:

@@ -1,15 +1,20 @@
-"""Results tables (Markdown, CSV) and a plot of validation scores for every probed grid."""
+"""Results tables (Markdown, CSV) and plots for every probed grid: test scores beside the papers',
+mean and spread over seeds, bootstrap intervals, and the layer curve of every layer sweep."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
+import re
 from pathlib import Path
 
+import numpy as np
+
 from tunemir.fileio import atomic_path
+from tunemir.probe import summary as summaries
 from tunemir.probe.data import ProbeDirs
-from tunemir.probe.grid import GridError, select_best
+from tunemir.probe.grid import GridError
 from tunemir.probe.tasks import load_task
 
 log = logging.getLogger(__name__)
@@ -44,9 +49,11 @@ PAPER_SOURCE = {"tune": "TUNe", "tune_plus": "TUNe", "clmr": "TUNe", "musicnn": 
 UNVERIFIED = {"musicnn"}
 
 
-def collect(dirs: ProbeDirs, datasets: tuple[str, ...] = (), representations: tuple[str, ...] = ()) -> list[dict]:
-    """The best-on-valid config of every dataset/representation with trained probes (only those
-    named, when `datasets` / `representations` are given)."""
+def collect(dirs: ProbeDirs, datasets: tuple[str, ...] = (), representations: tuple[str, ...] = (),
+            with_logits: bool = True) -> list[summaries.Scored]:
+    """Every dataset/representation with trained probes (only those named, when `datasets` /
+    `representations` are given): each seed's best-on-valid config, and its test logits when
+    `with_logits` and the features are there (for the intervals)."""
     found = []
     if not dirs.probes.is_dir():
         return found
@@ -57,7 +64,7 @@ def collect(dirs: ProbeDirs, datasets: tuple[str, ...] = (), representations: tu
             if representations and rep_dir.name not in representations:
                 continue
             try:
-                found.append(select_best(dataset_dir.name, rep_dir.name, dirs, split="test"))
+                found.append(summaries.score(dataset_dir.name, rep_dir.name, dirs, with_logits))
             except GridError as err:
                 log.info("skipping %s/%s: %s", dataset_dir.name, rep_dir.name, err)
     return found
@@ -80,63 +87,100 @@ def paper_model(dirs: ProbeDirs, representation: str, datasets: list[str]) -> st
     return None
 
 
+#: A layer of a sweep: `tunemir extract --layers` names layer K of representation X `X@K`.
+LAYER_NAME = re.compile(r"^(?P<model>.+)@(?P<layer>\d+)$")
+
+
 def build_report(dirs: ProbeDirs, output_dir: Path, datasets: tuple[str, ...] = (),
-                 representations: tuple[str, ...] = ()) -> dict[str, Path]:
-    """Write results.md, results.csv, test_scores.png and valid_scores.png into `output_dir`
-    (for the named datasets / representations, default all); returns their paths."""
-    results = collect(dirs, datasets, representations)
-    if not results:
+                 representations: tuple[str, ...] = (), n_boot: int = summaries.N_BOOT) -> dict[str, Path]:
+    """Write results.md, results.csv, test_scores.png and valid_scores.png into `output_dir` (for
+    the named datasets / representations, default all), and layers.png when a layer sweep was
+    probed; returns their paths. `n_boot` resamples give the intervals (0: none)."""
+    scored = collect(dirs, datasets, representations, with_logits=n_boot > 0)
+    if not scored:
         asked = ", ".join(datasets + representations)
-        trained = sorted({f"{r['dataset']}/{r['representation']}" for r in collect(dirs)}) if asked else []
+        trained = sorted({f"{r.dataset}/{r.representation}" for r in collect(dirs, with_logits=False)}) if asked else []
         raise GridError(f"no trained probes under {dirs.probes}" + (f" for {asked}" if asked else "")
                         + (f" (trained: {', '.join(trained)}; check --dataset/--representation)" if trained else "")
                         + "; train some with: tunemir probe train DATASET REP")
-    probed = {r["dataset"] for r in results}
+    probed = {r.dataset for r in scored}
     columns = [c for c in COLUMNS if c[0] in probed]  # the paper's columns that have results
-    for r in results:  # datasets beyond the paper's four get their primary metric as a column
-        if not any(r["dataset"] == c[0] for c in columns):
-            task = load_task(r["dataset"], dirs.dataset(r["dataset"]))
-            columns.append((r["dataset"], task.primary, f"{r['dataset']} {task.primary}"))
-    by_key = {(r["dataset"], r["representation"]): r for r in results}
-    representations = sorted({r["representation"] for r in results})
-    papers = {rep: paper_model(dirs, rep, sorted({r["dataset"] for r in results if r["representation"] == rep}))
+    for r in scored:  # datasets beyond the paper's four get their primary metric as a column
+        if not any(r.dataset == c[0] for c in columns):
+            task = load_task(r.dataset, dirs.dataset(r.dataset))
+            columns.append((r.dataset, task.primary, f"{r.dataset} {task.primary}"))
+    by_key = {(r.dataset, r.representation): r for r in scored}
+    weights = {d: summaries.resampling_weights(next(r for r in scored if r.dataset == d and r.logits is not None),
+                                               n_boot)
+               if any(r.dataset == d and r.logits is not None for r in scored) else None for d in probed}
+    stats = {(r.dataset, r.representation, metric): r.summary(metric, weights[r.dataset])
+             for r in scored for dataset, metric, _ in columns if dataset == r.dataset}
+    representations = sorted({r.representation for r in scored}, key=_natural)
+    papers = {rep: paper_model(dirs, rep, sorted({r.dataset for r in scored if r.representation == rep}))
               for rep in representations}
-    expected: dict[str, int] = {}  # the most configs trained for each dataset
-    for r in results:
-        expected[r["dataset"]] = max(expected.get(r["dataset"], 0), r["num_runs"])
+    expected: dict[str, int] = {}  # the most configs trained per seed for each dataset
+    for r in scored:
+        expected[r.dataset] = max(expected.get(r.dataset, 0), r.selections[0]["num_runs"])
+    many_seeds = any(len(r.seeds) > 1 for r in scored)
     header = ["representation"] + [title for _, _, title in columns]
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    intervals = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     csv_rows = [["representation", "column", "dataset", "metric", "test_x100", "paper_model", "paper_x100",
-                 "num_runs", "uid"]]
+                 "num_runs", "uid", "seeds", "std_x100", "ci_low_x100", "ci_high_x100"]]
     for rep in representations:
         paper_row = PAPER.get(papers[rep], (None,) * len(COLUMNS))
         named = papers[rep] in (rep, None) or not any(c in COLUMNS for c in columns)
         cells = [rep if named else f"{rep} (paper: {papers[rep]})"]
         if papers[rep] in UNVERIFIED:
             cells[0] += " †"
+        spans = [cells[0]]
         for dataset, metric, title in columns:
             r = by_key.get((dataset, rep))
             paper = paper_row[COLUMNS.index((dataset, metric, title))] if (dataset, metric, title) in COLUMNS else None
-            value = 100 * r["metrics"][metric] if r and metric in r["metrics"] else None
+            stat = stats.get((dataset, rep, metric)) or {}
+            value = 100 * stat["mean"] if stat else None
             cell = "—" if value is None else f"{value:.1f}"
-            if value is not None and r["num_runs"] < expected[dataset]:
-                cell += f"* ({r['num_runs']} runs)"
+            if stat and stat["seeds"] > 1:
+                cell += f" ± {100 * stat['std']:.1f}"
+            runs = r.selections[0]["num_runs"] if r else 0
+            if value is not None and runs < expected[dataset]:
+                cell += f"* ({runs} runs)"
             if paper is not None:
                 cell += f" ({paper:.1f})"
             cells.append(cell)
+            spans.append(f"[{100 * stat['low']:.1f}, {100 * stat['high']:.1f}]" if stat.get("low") is not None
+                         else "—")
             if r:
                 csv_rows.append([rep, title, dataset, metric, "" if value is None else f"{value:.4f}",
-                                 papers[rep] or "", "" if paper is None else paper, r["num_runs"], r["uid"]])
+                                 papers[rep] or "", "" if paper is None else paper, runs,
+                                 " ".join(s["uid"] for s in r.selections), len(r.seeds),
+                                 "" if not stat else f"{100 * stat['std']:.4f}",
+                                 *(("", "") if stat.get("low") is None else
+                                   (f"{100 * stat['low']:.4f}", f"{100 * stat['high']:.4f}"))])
         md.append("| " + " | ".join(cells) + " |")
+        intervals.append("| " + " | ".join(spans) + " |")
     shown = sorted({papers[rep] for rep in representations if papers[rep] in PAPER})
     sources = {PAPER_SOURCE[model] for model in shown}
     where = " and the jukemir paper's (Castellon et al. 2021)" if "jukemir" in sources else ""
-    md += ["", "Test scores x100 of the config best on valid (jukemir protocol); in parentheses the TUNe "
-           f"paper's numbers where it reports them{where}. `*` marks a grid with fewer trained configs than the "
-           "others."]
+    seeds_text = " Under several seeds a cell is the mean ± standard deviation over seeds of each seed's " \
+                 "selected config." if many_seeds else ""
+    md += ["", "Test scores x100 of the config best on valid (jukemir protocol; ties on valid go to the lower valid "
+           "loss, then the smaller config uid); in parentheses the TUNe paper's numbers where it reports them"
+           f"{where}. `*` marks a grid with fewer trained configs than the others.{seeds_text}"]
     if any(model in UNVERIFIED for model in shown):
         md += ["", "†: the paper numbers of this row are transcribed and not yet checked against the paper's table; "
                "check them there before citing them."]
+    if any(stat.get("low") is not None for stat in stats.values()):
+        md += ["", f"## {summaries.LEVEL:.0%} bootstrap intervals", "", *intervals, "",
+               f"Percentile intervals over {n_boot} resamples of the test set with replacement (clips; songs for "
+               "GiantSteps; Emomusic's clips are songs), the same resamples for every representation of a dataset; "
+               "under each resample the score is the mean over seeds of the selected configs' scores. They reflect "
+               "test-set sampling, not the selection on valid."]
+        missing = sorted(f"{r.dataset}/{r.representation}" for r in scored if r.logits is None)
+        if missing:
+            md += ["", f"No interval for {', '.join(missing)}: their test features could not be read."]
+    sweeps = _layer_sweeps(representations)
+    md += _layer_table(sweeps, columns, by_key, stats, weights)
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": output_dir / "results.md", "csv": output_dir / "results.csv",
              "test_plot": output_dir / "test_scores.png", "plot": output_dir / "valid_scores.png"}
@@ -145,8 +189,56 @@ def build_report(dirs: ProbeDirs, output_dir: Path, datasets: tuple[str, ...] = 
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as handle:
         csv.writer(handle).writerows(csv_rows)
     _plot_test(csv_rows, [title for _, _, title in columns], representations, paths["test_plot"])
-    _plot(results, paths["plot"])
+    _plot(scored, paths["plot"])
+    if sweeps:
+        paths["layers_plot"] = output_dir / "layers.png"
+        _plot_layers(sweeps, columns, stats, paths["layers_plot"])
     return paths
+
+
+def _natural(name: str):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _layer_sweeps(representations: list[str]) -> dict[str, list[tuple[int, str]]]:
+    """model -> [(layer, representation)] for every model with two or more probed layers."""
+    sweeps: dict[str, list[tuple[int, str]]] = {}
+    for rep in representations:
+        match = LAYER_NAME.match(rep)
+        if match:
+            sweeps.setdefault(match["model"], []).append((int(match["layer"]), rep))
+    return {model: sorted(layers) for model, layers in sweeps.items() if len(layers) > 1}
+
+
+def _layer_table(sweeps, columns, by_key, stats, weights) -> list[str]:
+    """Per model and column: the best layer, and the layers a paired bootstrap cannot tell from it."""
+    if not sweeps:
+        return []
+    lines = ["", "## Layers", "", "| model | column | best layer (x100) | layers not distinguishable from the best |",
+             "|---|---|---|---|"]
+    for model, layers in sweeps.items():
+        for dataset, metric, title in columns:
+            probed = [(k, rep) for k, rep in layers if stats.get((dataset, rep, metric))]
+            if len(probed) < 2:
+                continue
+            best_k, best = max(probed, key=lambda kr: (stats[(dataset, kr[1], metric)]["mean"], -kr[0]))
+            same = []
+            if weights.get(dataset) is not None and by_key[(dataset, best)].logits is not None:
+                for k, rep in probed:
+                    if k != best_k and by_key[(dataset, rep)].logits is not None:
+                        paired = summaries.compare(by_key[(dataset, best)], by_key[(dataset, rep)], metric,
+                                                   len(weights[dataset]))
+                        if paired["low"] <= 0:
+                            same.append(str(k))
+                tied = ", ".join(same) or "none"
+            else:
+                tied = "(no test features to compare)"
+            lines.append(f"| {model} | {title} | {best_k} ({100 * stats[(dataset, best, metric)]['mean']:.1f}) "
+                         f"| {tied} |")
+    lines += ["", f"Layer K of a model is the representation `<model>@K` (`tunemir extract --layers`; 0 is the "
+              f"output). A layer is not distinguishable from the best when the paired bootstrap's "
+              f"{summaries.LEVEL:.0%} interval of (best - layer), on the same test resamples, reaches 0."]
+    return lines
 
 
 def _pyplot():
@@ -186,17 +278,50 @@ def _plot_test(csv_rows: list[list], titles: list[str], representations: list[st
     plt.close(fig)
 
 
-def _plot(results: list[dict], path: Path) -> None:
+def _plot(scored: list[summaries.Scored], path: Path) -> None:
     plt = _pyplot()
-    datasets = sorted({r["dataset"] for r in results})
+    datasets = sorted({r.dataset for r in scored})
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
-        for r in (r for r in results if r["dataset"] == dataset):
-            scores = sorted(r["valid_scores"], reverse=True)
-            ax.plot(range(1, len(scores) + 1), scores, marker=".", markersize=3, label=r["representation"])
+        for r in (r for r in scored if r.dataset == dataset):
+            scores = sorted(r.selections[0]["valid_scores"], reverse=True)
+            label = r.representation + (f" (seed {r.seeds[0]})" if len(r.seeds) > 1 else "")
+            ax.plot(range(1, len(scores) + 1), scores, marker=".", markersize=3, label=label)
         ax.set_title(dataset)
         ax.set_xlabel("config rank (best first)")
         ax.set_ylabel("valid primary metric")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def _plot_layers(sweeps, columns, stats, path: Path) -> None:
+    """The layer curve: test score x100 against layer, one line per model, one panel per column;
+    error bars are the bootstrap intervals (the seeds' standard deviation where there is none)."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    panels = [c for c in columns if any(stats.get((c[0], rep, c[1])) for layers in sweeps.values() for _, rep in layers)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, (dataset, metric, title) in zip(axes[0], panels):
+        for i, (model, layers) in enumerate(sweeps.items()):
+            points = [(k, stats[(dataset, rep, metric)]) for k, rep in layers if stats.get((dataset, rep, metric))]
+            if not points:
+                continue
+            ks = [k for k, _ in points]
+            means = np.array([100 * st["mean"] for _, st in points])
+            low = np.array([100 * (st["low"] if st["low"] is not None else st["mean"] - st["std"]) for _, st in points])
+            high = np.array([100 * (st["high"] if st["high"] is not None else st["mean"] + st["std"])
+                             for _, st in points])
+            ax.errorbar(ks, means, yerr=[np.maximum(means - low, 0), np.maximum(high - means, 0)], color=f"C{i}",
+                        marker="o", markersize=3, capsize=2, label=model)
+        ax.set_title(title)
+        ax.set_xlabel("layer (0 = output)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("test score x100")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()

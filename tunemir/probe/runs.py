@@ -129,7 +129,7 @@ def save_result(folder: Path, result: ProbeResult, data: ProbeData, device="cpu"
             "best_valid_score_during_training": result.best_score, "stop_reason": result.stop_reason,
             "device": str(device), "num_train": len(data.splits["train"].uids), "feature_dim": data.dim,
             "tunemir_version": __version__, "torch_version": torch.__version__,
-            "random_streams": "torch generator per config group (not jukemir's per-config streams)"}
+            "random_streams": "counter-based, keyed by the config uid and step (tunemir.probe.streams)"}
     with atomic_dir(folder) as tmp:
         (tmp / "cfg.json").write_text(result.config.to_json())
         (tmp / "metrics.json").write_text(json.dumps(valid_metrics, indent=2, sort_keys=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -21,6 +22,8 @@ MTT_TAGS = (
     "female vocal", "beats", "harp", "cello", "no voice", "weird", "country", "metal", "female voice", "choral",
 )
 OUTPUT_TYPES = ("multiclass", "multilabel", "regression")
+#: GiantSteps clip-to-song strategies, in the order jukemir tries them (ties keep the earlier).
+STRATEGIES = ("vote", "max", "gmean", "mean")
 TASK_FILE = "task.json"
 
 
@@ -156,3 +159,18 @@ def load_task(dataset: str, dataset_dir: Path | None = None) -> Task:
     raise TaskError(f"dataset {dataset!r} has no task: it is not one of the built-in tasks "
                     f"({', '.join(BUILTIN_TASKS)}) and {path or TASK_FILE} does not exist. Write a "
                     f"{TASK_FILE} beside its meta.json (format in the README).")
+
+
+def song_groups(uids) -> tuple[np.ndarray, int]:
+    """Song index of each clip (uid prefix before the first "-"), numbered in order of appearance."""
+    index: dict[str, int] = {}
+    songs = np.array([index.setdefault(uid.split("-")[0], len(index)) for uid in uids], dtype=np.int64)
+    return songs, len(index)
+
+
+@functools.cache
+def key_score_matrix() -> np.ndarray:
+    """`W[ref, est]` = mir_eval's weighted key score for every pair of the 24 key labels."""
+    import mir_eval
+
+    return np.array([[mir_eval.key.weighted_score(ref, est) for est in KEY_LABELS] for ref in KEY_LABELS])

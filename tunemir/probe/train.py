@@ -10,16 +10,16 @@ size form a group whose weights are stacked as (M, in, out) tensors, and every s
 all groups together; a config that stops leaves its group at once.
 
 Random streams: weights start exactly as jukemir's (`torch.manual_seed(seed)`, then the
-layers built in order), but minibatches and dropout masks come from one torch generator per
-group on the training device instead of Python's `random` and the per-config torch stream,
-so runs are statistically equivalent to jukemir's, not bitwise equal.
+layers built in order), but minibatches and dropout masks are counter-based draws keyed by the
+config's own uid and the step (`tunemir.probe.streams`) instead of Python's `random` and the
+per-config torch stream. Runs are statistically equivalent to jukemir's, not bitwise equal,
+and a config's run does not depend on which other configs train beside it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import logging
 import math
 from collections.abc import Iterator
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tunemir.probe.batched_metrics import SplitMetrics, per_probe_loss
 from tunemir.probe.config import ProbeConfig
 from tunemir.probe.data import ProbeData
+from tunemir.probe.streams import Streams, config_key
 
 log = logging.getLogger(__name__)
 BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, as jukemir uses
@@ -97,28 +98,6 @@ def initial_weights(seed: int, dims: tuple[int, ...]) -> tuple[torch.Tensor, ...
         torch.manual_seed(seed)
         layers = [torch.nn.Linear(d_in, d_out) for d_in, d_out in zip(dims[:-1], dims[1:])]
     return tuple(t.detach().clone() for layer in layers for t in (layer.weight, layer.bias))
-
-
-def sample_batches(rows: int, population: int, size: int, gen: torch.Generator, device) -> torch.Tensor:
-    """(rows, size) indices, each row drawn uniformly without replacement, rows independent.
-
-    Like `random.sample(range(population), size)` per row. On a GPU, and for small populations,
-    the rows are the `size` largest of uniform random keys; a large population on a CPU draws
-    with replacement and redraws collisions, which costs O(rows * size) instead of O(rows * population).
-    """
-    size = min(size, population)
-    if population <= 8 * size or torch.device(device).type != "cpu":
-        keys = torch.rand(rows, population, generator=gen, device=device)
-        return keys.topk(size, dim=1, sorted=False).indices
-    idx = torch.randint(population, (rows, size), generator=gen, device=device)
-    while True:
-        idx = idx.sort(1).values
-        dup = torch.zeros_like(idx, dtype=torch.bool)
-        dup[:, 1:] = idx[:, 1:] == idx[:, :-1]
-        count = int(dup.sum())
-        if count == 0:
-            return idx
-        idx[dup] = torch.randint(population, (count,), generator=gen, device=device)
 
 
 def adam_step(params, grads, exp_avgs, exp_avg_sqs, step: int, buckets: dict[tuple[float, float], list[int]]) -> None:
@@ -194,7 +173,7 @@ def stacked_adam_step(params, grads, exp_avgs, exp_avg_sqs, step: int, lr: torch
 class _Group:
     """Configs sharing hidden sizes, batch size and stopping schedule, trained as one stack."""
 
-    def __init__(self, configs: list[ProbeConfig], data: ProbeData, inputs: dict, device, seed: int):
+    def __init__(self, configs: list[ProbeConfig], data: ProbeData, inputs: dict, device, salt: int | None):
         self.configs = list(configs)
         first = configs[0]
         self.batch_size = int(first["batch_size"])
@@ -206,7 +185,7 @@ class _Group:
         self.inputs = inputs
         self.task = data.task
         self.device = device
-        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.streams = Streams([config_key(c.uid(), salt) for c in configs], device)
         self.fused_adam = device.type in FUSED_ADAM_DEVICES and fused_adam_works(device)
         self.dims = (data.dim, *first.hidden, data.task.num_outputs)
         self.num_train = len(data.splits["train"].uids)
@@ -274,7 +253,7 @@ class _Group:
         for i in range(layers):
             weight, bias = params[2 * i], params[2 * i + 1]
             if train:
-                x = x * self._keep(x.shape, rows)  # a bool product: 4x faster than masked_fill on CPU
+                x = x * self._keep(x.shape, rows, layer=i)  # a bool product: 4x faster than masked_fill on CPU
                 x = torch.bmm(x, weight).mul_(self.rescale[rows]).add_(bias)
             else:
                 x = torch.baddbmm(bias, x, weight)
@@ -282,18 +261,25 @@ class _Group:
                 x = torch.relu(x)
         return x
 
-    def _keep(self, shape, rows: slice) -> torch.Tensor:
-        """What dropout keeps: each element with probability 1 - p of its config (rows of `self.dropout`).
+    def _keep(self, shape, rows: slice, layer: int) -> torch.Tensor:
+        """What dropout keeps before Linear `layer`: each element with probability 1 - p of its config.
 
-        When every p is a multiple of 1/256 (the paper grid's 0.25, 0.5, 0.75 are), the draw is
-        one random byte per element compared with 256p: exact, and much cheaper than a float.
+        A config whose p is a multiple of 1/256 (the paper grid's 0.25, 0.5, 0.75 are) draws one
+        random byte per element, compared with 256p: exact, and cheaper than a float; any other
+        p draws floats. The choice is the config's own, so its masks never depend on its mates.
         """
-        if self.byte_thresholds is not None:
-            numel = math.prod(shape)
-            words = torch.empty((numel + 3) // 4, dtype=torch.int32, device=self.device)
-            noise = words.random_(-2 ** 31, 2 ** 31 - 1, generator=self.gen).view(torch.uint8)[:numel].view(shape)
-            return noise >= self.byte_thresholds[rows]
-        return torch.rand(shape, generator=self.gen, device=self.device) >= self.dropout[rows]
+        bytes_ = self.byte_rows[rows]
+        if bool(bytes_.all()):
+            return self.streams.uniform_bytes(self.step, layer, shape, rows) >= self.byte_thresholds[rows]
+        if not bool(bytes_.any()):
+            return self.streams.uniform(self.step, layer, shape, rows) >= self.dropout[rows]
+        index = torch.arange(self.active, device=self.device)[rows]
+        keep = torch.empty(shape, dtype=torch.bool, device=self.device)
+        for mask, noise, threshold in ((bytes_, self.streams.uniform_bytes, self.byte_thresholds),
+                                       (~bytes_, self.streams.uniform, self.dropout)):
+            chosen = index[mask]
+            keep[mask] = noise(self.step, layer, (len(chosen), *shape[1:]), chosen) >= threshold[chosen]
+        return keep
 
     def logits(self, split: str, params=None, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(M', N, C) eval-mode logits on a whole split, for all configs or the chosen `rows`.
@@ -327,7 +313,7 @@ class _Group:
         """One Adam step for every config. On a CPU, in chunks of configs whose weights,
         gradients and Adam moments fit in cache together (5-10% faster than the whole stack
         for 512-unit MLPs on the 2-core CPU); on a GPU the chunk is the whole group."""
-        idx = sample_batches(self.active, self.num_train, self.batch_size, self.gen, self.device)  # (M, B)
+        idx = self.streams.batches(self.step, self.num_train, self.batch_size)  # (M, B)
         for start in range(0, self.active, self.chunk):
             rows = slice(start, start + self.chunk)
             x = self.inputs["train"][self.variant[rows, None], idx[rows]]  # (m, B, D), a fresh copy
@@ -395,6 +381,7 @@ class _Group:
             setattr(self, name, getattr(self, name)[keep])
         for name in ("params", "exp_avgs", "exp_avg_sqs", "best"):
             setattr(self, name, [t[keep].contiguous() for t in getattr(self, name)])
+        self.streams = self.streams.select(keep)
         self._per_config_views()
         return results
 
@@ -409,8 +396,8 @@ class _Group:
         self.weight_decay = torch.tensor([a[1] for a in self.adam], device=self.device).view(-1, 1, 1)
         self.rescale = 1 / (1 - self.dropout)
         thresholds = self.dropout * 256
-        exact = bool((thresholds == thresholds.round()).all())
-        self.byte_thresholds = thresholds.to(torch.uint8) if exact else None
+        self.byte_rows = (thresholds == thresholds.round()).flatten()
+        self.byte_thresholds = thresholds.round().clamp(0, 255).to(torch.uint8)
 
 
 def group_key(config: ProbeConfig) -> tuple:
@@ -440,9 +427,10 @@ def train_grid(data: ProbeData, configs: list[ProbeConfig], device: torch.device
                seed: int | None = None, on_progress=None) -> Iterator[ProbeResult]:
     """Train all `configs` on `data` together; yield each config's result as soon as it stops.
 
-    `seed` (default: the configs' own seed) feeds the per-group minibatch/dropout generators.
-    `on_progress(step, running, best)` is called every 64 steps with the number of configs
-    still training and the best valid score any of them has reached.
+    Each config's minibatches and dropout masks are keyed by its uid (which holds its seed)
+    and, when given, `seed` as a salt: a config trains the same alone, in any grid, or after
+    a resume. `on_progress(step, running, best)` is called every 64 steps with the number of
+    configs still training and the best valid score any of them has reached.
     """
     device = torch.device(device)
     inputs = prepare_inputs(data, configs, device)
@@ -455,11 +443,7 @@ def train_grid(data: ProbeData, configs: list[ProbeConfig], device: torch.device
     groups: dict[tuple, list[ProbeConfig]] = {}
     for config in configs:
         groups.setdefault(group_key(config), []).append(config)
-    running = []
-    for key, members in groups.items():
-        base = int(members[0]["seed"]) if seed is None else seed
-        digest = hashlib.sha1(repr((base, key)).encode()).digest()
-        running.append(_Group(members, data, inputs, device, int.from_bytes(digest[:8], "little") >> 1))
+    running = [_Group(members, data, inputs, device, seed) for members in groups.values()]
     step = 0
     while running:
         for group in running:
