@@ -80,10 +80,27 @@ def test_a_model_of_ones_own_and_bad_requests(wavs, tmp_path):
         for name in want:
             np.testing.assert_array_equal(got[name], want[name])
     cases = [(["--layers", "2"], "layer 2 does not exist for"), (["--layers", "x"], "give 'all' or layer numbers"),
-             (["--layers", "all", "--layer", "1"], "--layer and --layers exclude each other"),
-             (["--layers", "all", "--batch_size", "2", "--list-shards"], "--list-shards takes one --layer")]
+             (["--layers", "all", "--layer", "1"], "--layer and --layers exclude each other")]
     for extra, message in cases:
         result = invoke("extract", reference, wavs, tmp_path / "bad", *extra)
         assert result.exit_code == 2 and message in result.output, (extra, result.output)
     result = invoke("extract", "chroma", wavs, tmp_path / "chroma", "--layers", "all")
     assert result.exit_code == 2 and "no layers; drop --layers" in result.output
+
+
+def test_list_shards_with_layers_is_done_only_where_every_layer_is(wavs, tmp_path):
+    model_file = tmp_path / "bands.py"
+    model_file.write_text(MODEL_FILE)
+    reference = f"{model_file}:build"
+    out = tmp_path / "reps" / "bands"
+    shards = ("extract", reference, wavs, out, "--layers", "all", "--batch_size", "2", "--list-shards")
+    assert invoke(*shards).output == "0 todo\n1 todo\n"
+    assert invoke("extract", reference, wavs, out, "--layers", "all", "--batch_size", "2", "--batch_idx", "0",
+                  "--device", "cpu").exit_code == 0
+    assert invoke(*shards).output == "0 done\n1 todo\n"
+    # Shard 1 done for layer 1 only (by a --layer run into its folder): still todo for the pair.
+    assert invoke("extract", reference, wavs, out.parent / "bands@1", "--layer", "1", "--batch_size", "2",
+                  "--batch_idx", "1", "--device", "cpu").exit_code == 0
+    assert invoke(*shards).output == "0 done\n1 todo\n"
+    assert invoke("extract", reference, wavs, out, "--layers", "all", "--device", "cpu").exit_code == 0
+    assert invoke(*shards).output == "0 done\n1 done\n"

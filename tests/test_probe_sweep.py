@@ -43,6 +43,8 @@ def test_one_command_trains_every_matching_layer_under_every_seed(swept):
     for rep in LAYERS:
         seeds = sorted(json.loads(p.read_text())["seed"] for p in dirs.runs("gtzan_ff", rep).glob("*.json"))
         assert seeds == [0] * 8 + [1] * 8
+        info = [json.loads(p.read_text()) for p in dirs.runs("gtzan_ff", rep).glob("*/train.json")]
+        assert len(info) == 16 and {i["precision"] for i in info} == {"fp32"}
     again = CliRunner().invoke(main, ["probe", "train", "gtzan_ff", "m@*", "--seeds", "2"], env=env)
     assert again.exit_code == 0 and again.output.count("nothing to do, all 16 configs") == 3
 

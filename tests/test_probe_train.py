@@ -140,6 +140,26 @@ def test_grid_and_serial_loop_select_the_same_quality(gtzan):
     assert abs(np.mean(list(grid_acc.values())) - np.mean(list(serial_acc.values()))) < 0.02
 
 
+@pytest.mark.slow
+def test_bf16_products_select_probes_of_fp32_quality(gtzan):
+    """`precision="bf16"` trains in bfloat16 products with float32 master weights: the probes differ
+    from fp32's, but the selected and the average test accuracy stay within seed noise."""
+    configs = grid_configs("gtzan_ff", "rep", {"hidden_layer_sizes": [[], [64]], "learning_rate": [1e-3, 1e-2],
+                                               "dropout_p": [0.5], "early_stopping_boredom": [24]})
+    test = gtzan.splits["test"]
+    runs = {p: {r.config.uid(): r for r in train_grid(gtzan, configs, precision=p)} for p in ("fp32", "bf16")}
+    accuracy = {p: {uid: evaluate(gtzan.task, test.uids, test.targets, probe_logits(r, test.features))["accuracy"]
+                    for uid, r in rs.items()} for p, rs in runs.items()}
+    selected = {p: accuracy[p][max(rs.values(), key=lambda r: r.best_score).config.uid()] for p, rs in runs.items()}
+    assert all(t.dtype == torch.float32 for r in runs["bf16"].values() for t in r.state.values())
+    assert any(not torch.equal(runs["bf16"][uid].state[k], r.state[k]) for uid, r in runs["fp32"].items()
+               for k in r.state)
+    assert selected["fp32"] > 0.5 and abs(selected["bf16"] - selected["fp32"]) < 0.04
+    assert abs(np.mean(list(accuracy["bf16"].values())) - np.mean(list(accuracy["fp32"].values()))) < 0.02
+    with pytest.raises(ValueError, match="choose from fp32, bf16"):
+        next(train_grid(gtzan, configs, precision="fp16"))
+
+
 @pytest.mark.gpu
 def test_grid_on_cuda_matches_the_cpu_grid_in_quality(gtzan):
     configs = grid_configs("gtzan_ff", "rep", "smoke")

@@ -411,13 +411,20 @@ def shard_status(
     checkpoint: Path | str | None = None,
     layer: int = 0,
     random_init: bool = False,
+    layers: str | list[int] | None = None,
 ) -> list[bool]:
     """Per shard of `batch_size` files: True if `extract` would find nothing to do in it.
 
     The same rules as `extract` (discovery, collisions, valid vectors, recorded sources, the
-    manifest's settings), so `reproduce/3_extract.sh` asks this instead of guessing. Nothing
-    is written.
+    manifest's settings), so `reproduce/3_extract.sh` asks this instead of guessing. With
+    `layers` (as `extract(layers=...)`), a shard is done when it is done in every chosen
+    layer's folder `OUTPUT_DIR@K`. Nothing is written.
     """
+    if layers is not None:
+        chosen = choose_layers(layers, _load(model, checkpoint, 0, random_init).spec.num_layers, model)
+        per_layer = [shard_status(model, input_dir, layer_folder(output_dir, k), batch_size=batch_size,
+                                  checkpoint=checkpoint, layer=k, random_init=random_init) for k in chosen]
+        return [all(done) for done in zip(*per_layer)]
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if batch_size < 1:

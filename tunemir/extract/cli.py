@@ -81,8 +81,6 @@ def extract(model, input_dir, output_dir, checkpoint, layer, layers, batch_size,
         raise click.BadParameter(str(err), param_hint="--device") from None
     if list_shards and (batch_size is None or batch_idx is not None):
         raise click.UsageError("--list-shards needs --batch_size (the shard size) and no --batch_idx")
-    if layers is not None and list_shards:
-        raise click.UsageError("--list-shards takes one --layer; ask it per layer folder (OUTPUT_DIR@K --layer K)")
     if model in available_models() and not get_info(model).needs_weights:
         try:
             require("handcrafted", f"tunemir extract {model}")
@@ -91,7 +89,7 @@ def extract(model, input_dir, output_dir, checkpoint, layer, layers, batch_size,
     try:
         if list_shards:
             status = shard_status(model, input_dir, output_dir, batch_size=batch_size, checkpoint=checkpoint,
-                                  layer=layer, random_init=random_init)
+                                  layer=layer, random_init=random_init, layers=layers)
             for index, done in enumerate(status):
                 click.echo(f"{index} {'done' if done else 'todo'}")
             return

@@ -122,9 +122,12 @@ def grid(dataset: list[str], representations: tuple[str, ...], grid: str, seeds:
               help="Write this grid's configs first where they are missing (else they come from `probe grid`).")
 @_SEEDS
 @click.option("--device", default="auto", show_default=True, callback=_device, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="bf16: minibatch products and activations in bfloat16 (float32 weights, Adam and metrics); "
+                   "faster on AMX CPUs and GPUs, see BENCHMARKS.md for its effect on the scores.")
 @_dirs_options
 def train(dataset: list[str], representations: tuple[str, ...], grid: str | None, seeds: int | None, device: str,
-          dirs: ProbeDirs) -> None:
+          precision: str, dirs: ProbeDirs) -> None:
     """Train every pending config of the grids of DATASET (or several, comma-separated) and each
     REPRESENTATION; finished configs are skipped.
 
@@ -144,7 +147,7 @@ def train(dataset: list[str], representations: tuple[str, ...], grid: str | None
             write_grid(name, rep, dirs, chosen, seeds or 1)
     failed = 0
     for name, rep in targets:
-        summary = train_pending(name, rep, dirs, device=device)
+        summary = train_pending(name, rep, dirs, device=device, precision=precision)
         where = f"{name}/{rep}"
         if not summary.trained and not summary.failed:
             click.echo(f"{where}: nothing to do, all {summary.total} configs are already trained")

@@ -55,7 +55,7 @@ class TrainSummary:
 
 
 def train_pending(dataset: str, representation: str, dirs: ProbeDirs, device: str = "auto",
-                  progress: bool | None = None) -> TrainSummary:
+                  progress: bool | None = None, precision: str = "fp32") -> TrainSummary:
     """Train every config of the grid that has no finished result folder, all at once.
 
     Each config's folder appears as soon as it stops, so a killed run loses only configs
@@ -90,12 +90,12 @@ def train_pending(dataset: str, representation: str, dirs: ProbeDirs, device: st
             log.info("step %d: %d configs running, %d done; best valid %s so far %.4f", step, running, done,
                      data.task.primary, shown)
 
-    for result in train_grid(data, pending, device, on_progress=on_progress):
+    for result in train_grid(data, pending, device, on_progress=on_progress, precision=precision):
         done += 1
         uid = result.config.uid()
         if not result.error:
             try:
-                save_result(folder / uid, result, data, device)
+                save_result(folder / uid, result, data, device, precision)
             except DivergedProbe as err:
                 result.error = str(err)
         if result.error:
@@ -114,7 +114,7 @@ def train_pending(dataset: str, representation: str, dirs: ProbeDirs, device: st
     return summary
 
 
-def save_result(folder: Path, result: ProbeResult, data: ProbeData, device="cpu") -> dict:
+def save_result(folder: Path, result: ProbeResult, data: ProbeData, device="cpu", precision: str = "fp32") -> dict:
     """Score `result` on valid and test with the exact metrics and write its result folder."""
     valid, test = data.splits["valid"], data.splits["test"]
     logits = {}
@@ -127,7 +127,7 @@ def save_result(folder: Path, result: ProbeResult, data: ProbeData, device="cpu"
     test_metrics = evaluate(data.task, test.uids, test.targets, logits["test"], strategy=valid_metrics.get("strategy"))
     info = {"steps": result.steps, "evals": result.evals, "best_eval": result.best_eval,
             "best_valid_score_during_training": result.best_score, "stop_reason": result.stop_reason,
-            "device": str(device), "num_train": len(data.splits["train"].uids), "feature_dim": data.dim,
+            "device": str(device), "precision": precision, "num_train": len(data.splits["train"].uids), "feature_dim": data.dim,
             "tunemir_version": __version__, "torch_version": torch.__version__,
             "random_streams": "counter-based, keyed by the config uid and step (tunemir.probe.streams)"}
     with atomic_dir(folder) as tmp:

@@ -40,6 +40,10 @@ EPS = 1e-8
 FUSED_ADAM_DEVICES = ("cpu",)
 #: The private kernel behind `torch.optim.Adam(fused=True)`; other torch builds may lack it.
 FUSED_ADAM_OP = "_fused_adam_"
+#: The training products' dtypes (`--precision`): bf16 runs the minibatch products and activations
+#: in bfloat16 (AMX tiles on recent Xeons, tensor cores on GPUs) with float32 master weights,
+#: gradients, Adam state, losses and every evaluation.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 CHUNK_BYTES = 32 << 20  # configs per CPU training chunk: ~8 of the 512-unit MLPs on 512-d features
 #: At most this many configs per CPU chunk, whatever their size: a chunk's (m, B, width) activations
 #: stay within a few MB, so they are not fresh pages every step (linear probes at batch 256 on
@@ -177,8 +181,10 @@ def stacked_adam_step(params, grads, exp_avgs, exp_avg_sqs, step: int, lr: torch
 class _Group:
     """Configs sharing hidden sizes, batch size and stopping schedule, trained as one stack."""
 
-    def __init__(self, configs: list[ProbeConfig], data: ProbeData, inputs: dict, device, salt: int | None):
+    def __init__(self, configs: list[ProbeConfig], data: ProbeData, inputs: dict, device, salt: int | None,
+                 precision: str = "fp32"):
         self.configs = list(configs)
+        self.dtype = PRECISIONS[precision]
         first = configs[0]
         self.batch_size = int(first["batch_size"])
         self.early_stopping = bool(first["early_stopping"])
@@ -256,31 +262,33 @@ class _Group:
         outputs are never wider than inputs here); a hidden layer's ReLU and the next dropout
         are one mask. The loss's own gradient comes from autograd on the (m, B, C) logits.
         """
-        params = [p[rows] for p in self.params]
+        dtype = self.dtype  # of the products and activations; weights, gradients and Adam stay float32
+        params = [p[rows].to(dtype) for p in self.params]
         rescale = self.rescale[rows]
+        rescale_lowp = rescale.to(dtype)
         layers = len(params) // 2
         inputs, masks = [], []
-        h = x
+        h = x.to(dtype)
         for i in range(layers):
             keep = self._keep(h.shape, rows, layer=i)
             if i > 0:
                 keep &= h > 0  # ReLU, then dropout: one mask, kept for the backward pass
-            keep = keep.to(h.dtype)  # converting, then multiplying, is 2x faster than a bool product
+            keep = keep.to(dtype)  # converting, then multiplying, is 2x faster than a bool product
             if i > 0:
                 masks.append(keep)
             a = h.mul_(keep)
             inputs.append(a)
-            h = torch.bmm(a, params[2 * i]).mul_(rescale).add_(params[2 * i + 1])
+            h = torch.bmm(a, params[2 * i]).mul_(rescale_lowp).add_(params[2 * i + 1])
         with torch.enable_grad():
-            logits = h.requires_grad_(True)
+            logits = h.float().requires_grad_(True)
             loss = per_probe_loss(self.task.output_type, logits, targets).sum()
-            g = torch.autograd.grad(loss, logits)[0]
+            g = torch.autograd.grad(loss, logits)[0].to(dtype)
         grads: list[torch.Tensor] = [None] * len(params)
         for i in reversed(range(layers)):
-            grads[2 * i + 1] = g.sum(1, keepdim=True)
-            grads[2 * i] = torch.bmm(inputs[i].transpose(1, 2), g).mul_(rescale)
+            grads[2 * i + 1] = g.sum(1, keepdim=True, dtype=torch.float32)
+            grads[2 * i] = torch.bmm(inputs[i].transpose(1, 2), g).float().mul_(rescale)
             if i > 0:
-                g = torch.bmm(g, params[2 * i].transpose(1, 2)).mul_(rescale).mul_(masks[i - 1])
+                g = torch.bmm(g, params[2 * i].transpose(1, 2)).mul_(rescale_lowp).mul_(masks[i - 1])
         return grads
 
     def _keep(self, shape, rows: slice, layer: int) -> torch.Tensor:
@@ -462,7 +470,7 @@ def prepare_inputs(data: ProbeData, configs: list[ProbeConfig], device) -> dict:
 
 
 def train_grid(data: ProbeData, configs: list[ProbeConfig], device: torch.device | str = "cpu",
-               seed: int | None = None, on_progress=None) -> Iterator[ProbeResult]:
+               seed: int | None = None, on_progress=None, precision: str = "fp32") -> Iterator[ProbeResult]:
     """Train all `configs` on `data` together; yield each config's result as soon as it stops.
 
     Each config's minibatches and dropout masks are keyed by its uid (which holds its seed)
@@ -483,7 +491,9 @@ def train_grid(data: ProbeData, configs: list[ProbeConfig], device: torch.device
     groups: dict[tuple, list[ProbeConfig]] = {}
     for config in configs:
         groups.setdefault(group_key(config), []).append(config)
-    running = [_Group(members, data, inputs, device, seed) for members in groups.values()]
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    running = [_Group(members, data, inputs, device, seed, precision) for members in groups.values()]
     step = 0
     while running:
         for group in running:
