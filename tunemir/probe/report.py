@@ -88,6 +88,8 @@ def paper_model(dirs: ProbeDirs, representation: str, datasets: list[str]) -> st
 
 
 #: A layer of a sweep: `tunemir extract --layers` names layer K of representation X `X@K`.
+#: The layer curve's R2 axis (x100) stops here; the table has the values below it.
+R2_FLOOR = -100.0
 LAYER_NAME = re.compile(r"^(?P<model>.+)@(?P<layer>\d+)$")
 
 
@@ -272,10 +274,7 @@ def _plot_test(csv_rows: list[list], titles: list[str], representations: list[st
     ax.set_xticks(range(len(titles)), titles, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("test score x100" + (" (black: paper)" if any(r["paper_x100"] != "" for r in rows) else ""))
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot(scored: list[summaries.Scored], path: Path) -> None:
@@ -287,11 +286,19 @@ def _plot(scored: list[summaries.Scored], path: Path) -> None:
             scores = sorted(r.selections[0]["valid_scores"], reverse=True)
             label = r.representation + (f" (seed {r.seeds[0]})" if len(r.seeds) > 1 else "")
             ax.plot(range(1, len(scores) + 1), scores, marker=".", markersize=3, label=label)
-        ax.set_title(dataset)
-        ax.set_xlabel("config rank (best first)")
-        ax.set_ylabel("valid primary metric")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+        _style(ax, dataset, "config rank (best first)", "valid primary metric")
+    _save(plt, fig, path)
+
+
+def _style(ax, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _save(plt, fig, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -307,6 +314,7 @@ def _plot_layers(sweeps, columns, stats, path: Path) -> None:
     panels = [c for c in columns if any(stats.get((c[0], rep, c[1])) for layers in sweeps.values() for _, rep in layers)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     for ax, (dataset, metric, title) in zip(axes[0], panels):
+        lowest, highest = [], []
         for i, (model, layers) in enumerate(sweeps.items()):
             points = [(k, stats[(dataset, rep, metric)]) for k, rep in layers if stats.get((dataset, rep, metric))]
             if not points:
@@ -318,13 +326,12 @@ def _plot_layers(sweeps, columns, stats, path: Path) -> None:
                              for _, st in points])
             ax.errorbar(ks, means, yerr=[np.maximum(means - low, 0), np.maximum(high - means, 0)], color=f"C{i}",
                         marker="o", markersize=3, capsize=2, label=model)
-        ax.set_title(title)
-        ax.set_xlabel("layer (0 = output)")
+            lowest.append(float(low.min()))
+            highest.append(float(high.max()))
+        if metric.endswith("r2") and lowest and min(lowest) < R2_FLOOR:
+            top = min(100.0, max(highest))  # one layer's R2 of -7 would flatten every other layer's curve
+            ax.set_ylim(R2_FLOOR, top + 0.05 * (top - R2_FLOOR))
+            title += f" (cut at {R2_FLOOR / 100:g})"
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("test score x100")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+        _style(ax, title, "layer (0 = output)", "test score x100")
+    _save(plt, fig, path)
