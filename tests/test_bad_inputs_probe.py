@@ -252,6 +252,20 @@ def R(*args):
     return ("probe", "report", *args, *DIRS)
 
 
+def C(a="rep", b="rep", *args):
+    return ("probe", "compare", "gtzan_ff", a, b, *args, *DIRS)
+
+
+def features_gone(tmp):
+    subs = trained(tmp)
+    shutil.rmtree(tmp / "representations" / "gtzan_ff" / "rep")
+    return subs
+
+
+def dataset_without_grid(tmp):
+    return dataset(tmp, grid=False)
+
+
 CASES = [
     # probe grid
     BadInput("grid-unknown-dataset", G("gtzan", "rep"), ("'gtzan'", "gtzan_ff", "task.json"), 1),
@@ -335,7 +349,15 @@ CASES = [
              setup=feature_edit(_garbage)),
     BadInput("train-feature-pickled-objects", T(), ("{uid}.npy", "cannot be used", "extract again"), 1,
              setup=feature_edit(_pickled)),
+    BadInput("train-seeds-zero", T("--seeds", "0"), ("--seeds", "x>=1"), 2),
+    BadInput("train-unknown-precision", T("--precision", "fp16"), ("--precision", "'fp32'", "'bf16'"), 2),
+    BadInput("train-pattern-matches-nothing", ("probe", "train", "gtzan_ff", "tune@*", *DIRS),
+             ("'tune@*'", "matches no features folder", "representations there: rep"), 1, setup=dataset),
+    BadInput("train-seeds-of-no-grid", T("--seeds", "2"), ("holds no configs of a named grid", "--grid paper"), 1,
+             setup=dataset_without_grid),
     # probe evaluate
+    BadInput("evaluate-seed-not-trained", E("--seed", "3"), ("no probe trained under seed 3", "only under seed 0",
+                                                             "--seeds 4"), 1, setup=trained),
     BadInput("evaluate-nothing-trained", E(), ("no trained probes yet", "tunemir probe train gtzan_ff rep"), 1,
              setup=dataset),
     BadInput("evaluate-no-grid-folder", E(), ("does not exist", "tunemir probe grid gtzan_ff rep"), 1),
@@ -368,6 +390,14 @@ CASES = [
              1, setup=dataset),
     BadInput("report-output-dir-is-a-file", R("--output-dir", "{tmp}/afile"), ("--output-dir", "is a file"), 2,
              setup=a_file),
+    BadInput("report-negative-bootstrap", R("--bootstrap", "-1"), ("--bootstrap", "x>=0"), 2),
+    # probe compare
+    BadInput("compare-untrained-representation", C("rep", "other"), ("other", "does not exist",
+                                                                    "tunemir probe grid gtzan_ff other"), 1,
+             setup=trained),
+    BadInput("compare-without-test-features", C(), ("gtzan_ff/rep", "no test features to resample"), 1,
+             setup=features_gone),
+    BadInput("compare-too-few-resamples", C("rep", "rep", "--bootstrap", "10"), ("--bootstrap", "x>=100"), 2),
     BadInput("report-unknown-dataset-filter", R("--output-dir", "{tmp}/out", "--dataset", "gtzan"),
              ("no trained probes", "for gtzan", "trained: gtzan_ff/rep", "--dataset"), 1, setup=trained),
 ]
