@@ -43,6 +43,7 @@ class Scored:
     targets: np.ndarray | None = None
     logits: list[np.ndarray] | None = None
     why_no_interval: str | None = None
+    _draws: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def seeds(self) -> list[int]:
@@ -68,13 +69,12 @@ class Scored:
         """(n_boot,) seed-averaged metric under each resample, or None without features."""
         if weights is None or self.logits is None:
             return None
-        key = (metric, id(weights))
-        cache = self.__dict__.setdefault("_draws", {})
-        if key not in cache:
+        key = (metric, len(weights))  # a dataset's weights are one draw per resample count
+        if key not in self._draws:
             strategies = [s["metrics"].get("strategy") for s in self.selections]
-            cache[key] = bootstrap.bootstrap_scores(self.task, self.uids, self.targets, self.logits, strategies,
-                                                    metric, weights)
-        return cache[key]
+            self._draws[key] = bootstrap.bootstrap_scores(self.task, self.uids, self.targets, self.logits,
+                                                          strategies, metric, weights)
+        return self._draws[key]
 
 
 def score(dataset: str, representation: str, dirs: ProbeDirs, with_logits: bool = True) -> Scored:
