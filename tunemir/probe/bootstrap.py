@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tunemir.probe.tasks import KEY_LABELS, STRATEGIES, Task, key_score_matrix, song_groups
+from tunemir.probe.tasks import STRATEGIES, Task, key_score_matrix, song_estimates, song_groups
 
 #: Elements of float64 work arrays per chunk of bootstrap rows (~16 MB each).
 _CHUNK_ELEMENTS = 2_000_000
@@ -84,19 +84,10 @@ class WeightedScorer:
 
     def _prepare_songs(self, uids, targets, logits, strategy):
         """Per-song estimate of each strategy as `metrics._key_metrics`, and the strategy to score."""
-        self._songs, num_songs = song_groups(uids)
-        members = [np.flatnonzero(self._songs == s) for s in range(num_songs)]
-        self._first_clip = np.array([m[0] for m in members])
-        refs = targets[self._first_clip]
         exp = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
         probs = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
-        clip_est = logits.argmax(axis=1)
-        estimates = {
-            "vote": [np.bincount(clip_est[m], minlength=len(KEY_LABELS)).argmax() for m in members],
-            "max": [logits[m].max(axis=0).argmax() for m in members],
-            "gmean": [logits[m].mean(axis=0).argmax() for m in members],
-            "mean": [probs[m].mean(axis=0).argmax() for m in members],
-        }
+        self._songs, self._first_clip, estimates = song_estimates(uids, logits, probs)
+        refs = targets[self._first_clip]
         weights = key_score_matrix()
         if strategy is None:  # the best on this split, the earlier on ties, as _key_metrics
             strategy = STRATEGIES[0]
@@ -106,7 +97,7 @@ class WeightedScorer:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
         self.strategy = strategy
-        est = np.array(estimates[strategy])
+        est = estimates[strategy]
         self._song_values = {"score": weights[refs, est], "accuracy": (est == refs).astype(np.float64)}
 
     def __call__(self, weights: np.ndarray, metric: str) -> np.ndarray:

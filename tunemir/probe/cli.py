@@ -12,7 +12,8 @@ import click
 from tunemir.fileio import atomic_path
 from tunemir.probe.config import GRIDS
 from tunemir.probe.data import ProbeDataError, ProbeDirs
-from tunemir.probe.grid import GridError, check_name, expand_representations, held_grid, select_best, write_grid
+from tunemir.probe.grid import (GridError, check_name, expand_representations, held_grid, is_pattern, select_best,
+                                write_grid)
 from tunemir.probe.report import build_report
 from tunemir.probe.tasks import TaskError
 
@@ -84,7 +85,7 @@ _SEEDS = click.option("--seeds", type=click.IntRange(min=1),
 def _representations(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
     """Plain names are checked here; patterns when they are matched against the feature folders."""
     for value in values:
-        if not any(ch in value for ch in "*?["):
+        if not is_pattern(value):
             _name(ctx, param, value)
     return values
 

@@ -68,11 +68,52 @@ class ProbeData:
 
     @property
     def dim(self) -> int:
-        return self.splits["train"].features.shape[1]
+        return next(iter(self.splits.values())).features.shape[1]
 
 
-def load_probe_data(dataset: str, representation: str, dirs: ProbeDirs) -> ProbeData:
-    """Read meta.json and every `<uid>.npy` of the train/valid/test splits, checking all of it.
+@dataclasses.dataclass
+class Scaler:
+    """A fitted `StandardScaler` as plain arrays (identity when `standardize` is False)."""
+
+    standardize: bool
+    mean: np.ndarray   # (D,) float64
+    scale: np.ndarray  # (D,) float64
+
+    @classmethod
+    def fit(cls, features: np.ndarray, standardize: bool) -> Scaler:
+        from sklearn.preprocessing import StandardScaler
+
+        if not standardize:
+            return cls(False, np.zeros(features.shape[1]), np.ones(features.shape[1]))
+        fitted = StandardScaler().fit(features)
+        return cls(True, fitted.mean_.astype(np.float64), fitted.scale_.astype(np.float64))
+
+    @classmethod
+    def load(cls, path: Path) -> Scaler:
+        """A result folder's `scaler.npz`, read without unpickling anything."""
+        with np.load(path, allow_pickle=False) as arrays:
+            return cls(bool(arrays["standardize"]), arrays["mean"], arrays["scale"])
+
+    def save(self, path: Path) -> None:
+        np.savez(path, mean=self.mean, scale=self.scale, standardize=np.array(self.standardize))
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """As sklearn on float32 input: subtract and divide in float64, store float32."""
+        if not self.standardize:
+            return features
+        centred = (features - self.mean).astype(np.float32)
+        return (centred / self.scale).astype(np.float32)
+
+
+def layer_names(num_hidden: int) -> list[str]:
+    """jukemir's SimpleMLP parameter prefixes: hidden_0 ... hidden_{k-1}, then output."""
+    return [f"hidden_{i}" for i in range(num_hidden)] + ["output"]
+
+
+def load_probe_data(dataset: str, representation: str, dirs: ProbeDirs,
+                    splits: tuple[str, ...] = SPLITS) -> ProbeData:
+    """Read meta.json and every `<uid>.npy` of the train/valid/test splits (only of `splits`,
+    when given: the report scores saved probes on test alone), checking all of it.
 
     Uids stay in sorted order (jukemir sorts, then shuffles with the config seed; every metric
     is order-independent and minibatches are drawn at random, so the shuffle is left out).
@@ -85,13 +126,13 @@ def load_probe_data(dataset: str, representation: str, dirs: ProbeDirs) -> Probe
     feature_dir = dirs.features(audio, representation)
     fix_features = (f"extract them into {feature_dir} (tunemir extract MODEL {dirs.dataset(audio) / 'wav'} "
                     f"{feature_dir}) or pass --representations-dir")
-    split_uids = _split_uids(dataset, meta_path, meta)
+    split_uids = {name: uids for name, uids in _split_uids(dataset, meta_path, meta).items() if name in splits}
     _check_feature_dir(dataset, representation, dirs, feature_dir, fix_features)
     missing = [uid for uids in split_uids.values() for uid in uids if not (feature_dir / f"{uid}.npy").is_file()]
     if missing:
         raise ProbeDataError(f"{dataset}/{representation}: {len(missing)} uid(s) in meta.json have no features, "
                              f"e.g. {_examples(missing, feature_dir)}; {fix_features}. Nothing was trained.")
-    splits, bad_labels = {}, []
+    loaded, bad_labels = {}, []
     for name, uids in split_uids.items():
         uids = sorted(uids)
         targets = []
@@ -100,21 +141,21 @@ def load_probe_data(dataset: str, representation: str, dirs: ProbeDirs) -> Probe
                 targets.append(task.encode(uid, meta[uid].get("y")))
             except ValueError as err:
                 bad_labels.append(str(err))
-        splits[name] = Split(uids, _read_features(dataset, representation, feature_dir, uids),
+        loaded[name] = Split(uids, _read_features(dataset, representation, feature_dir, uids),
                              np.stack(targets) if not bad_labels else np.empty(0))
     if bad_labels:
         raise ProbeDataError(f"{dataset}: {len(bad_labels)} label(s) in {meta_path} do not fit the task "
                              f"({task.output_type}, labels {_short(task.labels)}): {'; '.join(bad_labels[:3])}. "
                              "Fix meta.json or the dataset's task.json.")
-    dims = {name: s.features.shape[1] for name, s in splits.items()}
+    dims = {name: s.features.shape[1] for name, s in loaded.items()}
     if len(set(dims.values())) > 1:
         raise ProbeDataError(f"{dataset}/{representation}: feature sizes differ between splits {dims}; "
                              f"re-extract {feature_dir} with one model and layer.")
     if task.output_type == "multilabel":
-        _check_tags(dataset, task, splits)
+        _check_tags(dataset, task, loaded)
     if task.output_type == "regression":
-        _check_targets_vary(dataset, task, splits)
-    return ProbeData(dataset, representation, task, splits)
+        _check_targets_vary(dataset, task, loaded)
+    return ProbeData(dataset, representation, task, loaded)
 
 
 def read_meta(dataset: str, meta_path: Path) -> dict:
@@ -222,7 +263,7 @@ def _read_features(dataset, representation, folder: Path, uids: list[str]) -> np
 def _check_tags(dataset: str, task: Task, splits: dict[str, Split]) -> None:
     # A tag with one class in valid or test makes its ROC-AUC undefined (NaN), which would stop
     # every probe (jukemir raises "NaN score"): refuse before training instead.
-    for name in ("valid", "test"):
+    for name in (n for n in ("valid", "test") if n in splits):
         positives = splits[name].targets.sum(0)
         single = [task.labels[i] for i in np.flatnonzero((positives == 0) | (positives == len(splits[name].uids)))]
         if single:
@@ -235,7 +276,7 @@ def _check_targets_vary(dataset: str, task: Task, splits: dict[str, Split]) -> N
     # R2 divides by the target's variance: with a constant target it is undefined (scikit-learn
     # forces 0 or 1), so early stopping would never see an improvement and every probe would
     # keep its first weights. Refuse before training.
-    for name in ("valid", "test"):
+    for name in (n for n in ("valid", "test") if n in splits):
         targets = splits[name].targets
         constant = np.flatnonzero(np.ptp(targets, axis=0) == 0)
         if len(constant):

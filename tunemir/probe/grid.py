@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 from tunemir.fileio import atomic_path
@@ -67,11 +68,20 @@ def held_grid(dataset: str, representation: str, dirs: ProbeDirs) -> str | None:
                 None)
 
 
+def is_pattern(name: str) -> bool:
+    """Whether a REPRESENTATION argument is a shell-style pattern (`tune_plus@*`) to match."""
+    return any(ch in name for ch in "*?[")
+
+
+def natural_order(name: str) -> list:
+    """Sort key putting `x@2` before `x@10`."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def expand_representations(dataset: str, patterns: list[str], dirs: ProbeDirs) -> list[str]:
     """Representation names, with shell-style patterns (`tune_plus@*`) matched against the feature
-    folders of the dataset's audio, in natural order (`x@2` before `x@10`)."""
+    folders of the dataset's audio, in natural order."""
     import fnmatch
-    import re
 
     audio = load_task(dataset, dirs.dataset(dataset)).audio_from or dataset
     root = dirs.representations / audio
@@ -79,7 +89,7 @@ def expand_representations(dataset: str, patterns: list[str], dirs: ProbeDirs) -
         if root.is_dir() else []
     names: list[str] = []
     for pattern in patterns:
-        if not any(ch in pattern for ch in "*?["):
+        if not is_pattern(pattern):
             check_name("representation", pattern)
             matched = [pattern]
         else:
@@ -88,11 +98,7 @@ def expand_representations(dataset: str, patterns: list[str], dirs: ProbeDirs) -
                 there = f"; the representations there: {', '.join(found)}" if found else "; it holds none"
                 raise GridError(f"representation pattern {pattern!r} matches no features folder in {root}{there}")
         names += [m for m in matched if m not in names]
-
-    def natural(name: str):
-        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-    return sorted(names, key=natural)
+    return sorted(names, key=natural_order)
 
 
 def base_uid(config: ProbeConfig) -> str:
@@ -192,6 +198,30 @@ def select_best(dataset: str, representation: str, dirs: ProbeDirs, split: str =
     (unlike jukemir's file-system order): lower valid loss, then smaller uid.
     """
     folder = dirs.runs(dataset, representation)
+    seeds = trained_seeds(dataset, representation, folder)
+    if seed is None:
+        if len(seeds) > 1:
+            raise GridError(f"{folder} holds probes trained under {seed_text(seeds)}; pick one with --seed "
+                            "(the report gives the mean and spread over all of them)")
+        seed = next(iter(seeds))
+    if seed not in seeds:
+        raise GridError(f"{folder} holds no probe trained under seed {seed}, only under {seed_text(seeds)}; "
+                        f"train them with: tunemir probe train {dataset} {representation} --seeds {seed + 1}")
+    return _select(dataset, representation, folder, seeds[seed], seed, split, expected_num_runs, metric, grid)
+
+
+def select_seeds(dataset: str, representation: str, dirs: ProbeDirs, split: str = "test",
+                 metric: str = "primary") -> list[dict]:
+    """`select_best` once per trained seed, in seed order: the protocol's result under each seed."""
+    folder = dirs.runs(dataset, representation)
+    seeds = trained_seeds(dataset, representation, folder)
+    return [_select(dataset, representation, folder, seeds[seed], seed, split, None, metric, None)
+            for seed in sorted(seeds)]
+
+
+def trained_seeds(dataset: str, representation: str, folder: Path) -> dict[int, list[Path]]:
+    """seed -> the finished result folders trained under it (sorted; the seed read from each
+    cfg.json). Raises GridError, saying what to run, when nothing is trained."""
     finished = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_finished(p)) \
         if folder.is_dir() else []
     if not finished:
@@ -201,16 +231,20 @@ def select_best(dataset: str, representation: str, dirs: ProbeDirs, split: str =
         where = "does not exist" if not folder.is_dir() else "holds no probe configs"
         raise GridError(f"{folder} {where}; write and train a grid first: tunemir probe grid {dataset} "
                         f"{representation} && {train}")
-    seeds = trained_seeds(folder)
-    if seed is None:
-        if len(seeds) > 1:
-            raise GridError(f"{folder} holds probes trained under {seed_text(seeds)}; pick one with --seed "
-                            "(the report gives the mean and spread over all of them)")
-        seed = next(iter(seeds))
-    if seed not in seeds:
-        raise GridError(f"{folder} holds no probe trained under seed {seed}, only under {seed_text(seeds)}; "
-                        f"train them with: tunemir probe train {dataset} {representation} --seeds {seed + 1}")
-    finished = [p for p in finished if p.name in seeds[seed]]
+    seeds: dict[int, list[Path]] = {}
+    for path in finished:
+        try:
+            seed = int(json.loads((path / "cfg.json").read_text()).get("seed", 0))
+        except (OSError, ValueError, TypeError, AttributeError):
+            raise GridError(f"{path / 'cfg.json'} cannot be read; delete its folder {path} and train again "
+                            "(tunemir probe train retrains missing configs)") from None
+        seeds.setdefault(seed, []).append(path)
+    return seeds
+
+
+def _select(dataset: str, representation: str, folder: Path, finished: list[Path], seed: int, split: str,
+            expected_num_runs: int | None, metric: str, grid: str | None) -> dict:
+    """`select_best` among the finished result folders of one seed."""
     if expected_num_runs is not None and len(finished) != expected_num_runs:
         raise GridError(_count_mismatch(dataset, representation, folder, len(finished), expected_num_runs))
     if grid is not None:
@@ -232,30 +266,6 @@ def select_best(dataset: str, representation: str, dirs: ProbeDirs, split: str =
     return {"dataset": dataset, "representation": representation, "uid": uid, "split": split, "seed": seed,
             "num_runs": len(finished), "selected_by": f"valid {metric}", "metrics": metrics,
             "valid_scores": sorted(-r[0] for r in rows)}
-
-
-def select_seeds(dataset: str, representation: str, dirs: ProbeDirs, split: str = "test",
-                 metric: str = "primary") -> list[dict]:
-    """`select_best` once per trained seed, in seed order: the protocol's result under each seed."""
-    folder = dirs.runs(dataset, representation)
-    seeds = trained_seeds(folder) if folder.is_dir() else {}
-    if not seeds:
-        return [select_best(dataset, representation, dirs, split, metric=metric)]  # raises, saying what to do
-    return [select_best(dataset, representation, dirs, split, metric=metric, seed=seed) for seed in sorted(seeds)]
-
-
-def trained_seeds(folder: Path) -> dict[int, set[str]]:
-    """seed -> uids of the trained configs under it (the seed read from each result's cfg.json)."""
-    seeds: dict[int, set[str]] = {}
-    for path in folder.iterdir():
-        if path.is_dir() and not path.name.startswith(".") and is_finished(path):
-            try:
-                seed = int(json.loads((path / "cfg.json").read_text()).get("seed", 0))
-            except (OSError, ValueError, TypeError, AttributeError):
-                raise GridError(f"{path / 'cfg.json'} cannot be read; delete its folder {path} and train again "
-                                "(tunemir probe train retrains missing configs)") from None
-            seeds.setdefault(seed, set()).add(path.name)
-    return seeds
 
 
 def _count_mismatch(dataset: str, representation: str, folder: Path, trained: int, expected: int) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tunemir.probe.tasks import KEY_LABELS, STRATEGIES, Task, key_score_matrix, song_groups
+from tunemir.probe.tasks import STRATEGIES, Task, key_score_matrix, song_estimates
 
 def task_loss(task: Task, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """jukemir's training loss: mean cross-entropy, mean BCE-with-logits or mean squared error."""
@@ -62,17 +62,10 @@ def _key_metrics(uids, targets, logits, strategy):
     clip_est = logits.argmax(axis=1)
     out = {"clip_accuracy": float((clip_est == targets).astype(np.float32).mean()),
            "clip_score": float(np.mean(weights[targets, clip_est]))}
-    songs, num_songs = song_groups(uids)
-    members = [np.flatnonzero(songs == s) for s in range(num_songs)]
-    refs = np.array([targets[m[0]] for m in members])
-    estimates = {
-        "vote": [np.bincount(clip_est[m], minlength=len(KEY_LABELS)).argmax() for m in members],
-        "max": [logits[m].max(axis=0).argmax() for m in members],
-        "gmean": [logits[m].mean(axis=0).argmax() for m in members],
-        "mean": [probs[m].mean(axis=0).argmax() for m in members],
-    }
+    _, first_clip, estimates = song_estimates(uids, logits, probs)
+    refs = targets[first_clip]
     for name in STRATEGIES:
-        est = np.array(estimates[name])
+        est = estimates[name]
         out[f"ensemble_{name}_accuracy"] = float((est == refs).astype(np.float32).mean())
         out[f"ensemble_{name}_score"] = float(np.mean(weights[refs, est]))
     if strategy is None:

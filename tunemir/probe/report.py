@@ -14,7 +14,7 @@ import numpy as np
 from tunemir.fileio import atomic_path
 from tunemir.probe import summary as summaries
 from tunemir.probe.data import ProbeDirs
-from tunemir.probe.grid import GridError
+from tunemir.probe.grid import GridError, natural_order
 from tunemir.probe.tasks import load_task
 
 log = logging.getLogger(__name__)
@@ -112,12 +112,13 @@ def build_report(dirs: ProbeDirs, output_dir: Path, datasets: tuple[str, ...] = 
             task = load_task(r.dataset, dirs.dataset(r.dataset))
             columns.append((r.dataset, task.primary, f"{r.dataset} {task.primary}"))
     by_key = {(r.dataset, r.representation): r for r in scored}
-    weights = {d: summaries.resampling_weights(next(r for r in scored if r.dataset == d and r.logits is not None),
-                                               n_boot)
-               if any(r.dataset == d and r.logits is not None for r in scored) else None for d in probed}
+    weights: dict[str, np.ndarray | None] = dict.fromkeys(probed)  # one draw per dataset, shared by its rows
+    for r in scored:
+        if weights[r.dataset] is None:
+            weights[r.dataset] = summaries.resampling_weights(r, n_boot)
     stats = {(r.dataset, r.representation, metric): r.summary(metric, weights[r.dataset])
              for r in scored for dataset, metric, _ in columns if dataset == r.dataset}
-    representations = sorted({r.representation for r in scored}, key=_natural)
+    representations = sorted({r.representation for r in scored}, key=natural_order)
     papers = {rep: paper_model(dirs, rep, sorted({r.dataset for r in scored if r.representation == rep}))
               for rep in representations}
     expected: dict[str, int] = {}  # the most configs trained per seed for each dataset
@@ -198,10 +199,6 @@ def build_report(dirs: ProbeDirs, output_dir: Path, datasets: tuple[str, ...] = 
     return paths
 
 
-def _natural(name: str):
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
 def _layer_sweeps(representations: list[str]) -> dict[str, list[tuple[int, str]]]:
     """model -> [(layer, representation)] for every model with two or more probed layers."""
     sweeps: dict[str, list[tuple[int, str]]] = {}
@@ -229,7 +226,7 @@ def _layer_table(sweeps, columns, by_key, stats, weights) -> list[str]:
                 for k, rep in probed:
                     if k != best_k and by_key[(dataset, rep)].logits is not None:
                         paired = summaries.compare(by_key[(dataset, best)], by_key[(dataset, rep)], metric,
-                                                   len(weights[dataset]))
+                                                   weights=weights[dataset])
                         if paired["low"] <= 0:
                             same.append(str(k))
                 tied = ", ".join(same) or "none"

@@ -26,10 +26,10 @@ from tunemir.checkpoints import write_safetensors
 from tunemir.extract import resolve_device
 from tunemir.fileio import atomic_dir, remove_stale_temps
 from tunemir.probe.config import ProbeConfig
-from tunemir.probe.data import ProbeData, ProbeDirs, load_probe_data
+from tunemir.probe.data import ProbeData, ProbeDirs, Scaler, load_probe_data
 from tunemir.probe.grid import GridError, is_finished, read_configs, select_best, write_grid
 from tunemir.probe.metrics import evaluate
-from tunemir.probe.train import ProbeResult, Scaler, probe_logits, train_grid
+from tunemir.probe.train import ProbeResult, probe_logits, train_grid
 
 log = logging.getLogger(__name__)
 #: The grid's bookkeeping lives in `tunemir.probe.grid` (no torch); its best-known names are re-exported here.
@@ -136,8 +136,7 @@ def save_result(folder: Path, result: ProbeResult, data: ProbeData, device="cpu"
         (tmp / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2, sort_keys=True))
         (tmp / "train.json").write_text(json.dumps(info, indent=2, sort_keys=True))
         write_safetensors(tmp / "probe.safetensors", result.state, {"uid": result.config.uid()})
-        np.savez(tmp / "scaler.npz", mean=result.scaler.mean, scale=result.scaler.scale,
-                 standardize=np.array(result.scaler.standardize))
+        result.scaler.save(tmp / "scaler.npz")
     return valid_metrics
 
 
@@ -145,9 +144,7 @@ def load_result(folder: Path) -> tuple[ProbeConfig, dict[str, torch.Tensor], Sca
     """A finished probe's config, SimpleMLP state dict and scaler, without unpickling anything."""
     config = ProbeConfig(json.loads((folder / "cfg.json").read_text()))
     state = load_file(str(folder / "probe.safetensors"))
-    with np.load(folder / "scaler.npz", allow_pickle=False) as arrays:
-        scaler = Scaler(bool(arrays["standardize"]), arrays["mean"], arrays["scale"])
-    return config, state, scaler
+    return config, state, Scaler.load(folder / "scaler.npz")
 
 
 def _progress(total: int, enabled: bool | None):

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from tunemir.probe.config import ProbeConfig
-from tunemir.probe.data import ProbeData
+from tunemir.probe.data import ProbeData, Scaler, layer_names
 from tunemir.probe.metrics import evaluate, task_loss
-from tunemir.probe.train import ProbeResult, Scaler, layer_names
+from tunemir.probe.train import ProbeResult
 
 
 class SimpleMLP(nn.Module):

@@ -13,14 +13,13 @@ itself is not redone per draw (valid is not resampled). Needs the test features,
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from pathlib import Path
 
 import numpy as np
 
 from tunemir.probe import bootstrap
-from tunemir.probe.data import ProbeDataError, ProbeDirs, load_probe_data
+from tunemir.probe.data import ProbeDataError, ProbeDirs, Scaler, layer_names, load_probe_data
 from tunemir.probe.grid import select_seeds
 from tunemir.probe.tasks import Task
 
@@ -94,7 +93,7 @@ def score(dataset: str, representation: str, dirs: ProbeDirs, with_logits: bool 
 
 
 def _test_split(dataset: str, representation: str, dirs: ProbeDirs):
-    data = load_probe_data(dataset, representation, dirs)
+    data = load_probe_data(dataset, representation, dirs, splits=("test",))
     test = data.splits["test"]
     return data.task, (test.uids, test.features, test.targets)
 
@@ -104,37 +103,28 @@ def saved_probe_logits(result: Path, features: np.ndarray) -> np.ndarray:
     from safetensors.numpy import load_file
 
     state = load_file(str(result / "probe.safetensors"))
-    with np.load(result / "scaler.npz", allow_pickle=False) as arrays:
-        standardize, mean, scale = bool(arrays["standardize"]), arrays["mean"], arrays["scale"]
-    x = features
-    if standardize:  # as Scaler.transform: float64 arithmetic, float32 storage
-        x = ((features - mean).astype(np.float32) / scale).astype(np.float32)
-    layers = len(state) // 2
-    names = [f"hidden_{i}" for i in range(layers - 1)] + ["output"]
+    x = Scaler.load(result / "scaler.npz").transform(features)
+    names = layer_names(len(state) // 2 - 1)
     for i, name in enumerate(names):
         x = x @ state[f"{name}.weight"].T + state[f"{name}.bias"]
-        if i < layers - 1:
+        if i < len(names) - 1:
             x = np.maximum(x, 0)
     return x.astype(np.float32)
 
 
-@functools.lru_cache(maxsize=16)
-def _weights_cached(key: tuple, n_boot: int) -> np.ndarray:
-    units, count = key[0], key[1]
-    return bootstrap.draw_weights(count, np.asarray(units), n_boot, RESAMPLING_SEED)
-
-
 def resampling_weights(scored: Scored, n_boot: int = N_BOOT) -> np.ndarray | None:
-    """The dataset's shared (n_boot, N) resampling weights (None without features or n_boot 0)."""
+    """The (n_boot, N) resampling weights of `scored`'s test set, which every representation of
+    its dataset shares (the draw is fixed; None without features or with n_boot 0)."""
     if scored.logits is None or n_boot <= 0:
         return None
     units, count = bootstrap.resampling_units(scored.task, scored.uids)
-    return _weights_cached((tuple(int(u) for u in units), int(count), tuple(scored.uids)), n_boot)
+    return bootstrap.draw_weights(count, units, n_boot, RESAMPLING_SEED)
 
 
-def compare(a: Scored, b: Scored, metric: str, n_boot: int = N_BOOT) -> dict:
+def compare(a: Scored, b: Scored, metric: str, n_boot: int = N_BOOT, weights: np.ndarray | None = None) -> dict:
     """Paired bootstrap of A - B on the same test items: the difference of the seed means, its
-    interval, and the share of resamples in which A is not better."""
+    interval, and the share of resamples in which A is not better. `weights`: the dataset's
+    resampling weights when already drawn (they set the resample count)."""
     if a.dataset != b.dataset:
         raise ValueError(f"compare representations on one dataset, not {a.dataset} and {b.dataset}")
     for side in (a, b):
@@ -144,13 +134,13 @@ def compare(a: Scored, b: Scored, metric: str, n_boot: int = N_BOOT) -> dict:
     if a.uids != b.uids:
         raise ProbeDataError(f"{a.dataset}: {a.representation} and {b.representation} were tested on different "
                              "clips; a paired comparison needs the same test items")
-    weights = resampling_weights(a, n_boot)
+    weights = resampling_weights(a, n_boot) if weights is None else weights
     paired = bootstrap.paired_difference(a.draws(metric, weights), b.draws(metric, weights), LEVEL)
     mean_a, mean_b = float(np.mean(a.values(metric))), float(np.mean(b.values(metric)))
     return {"dataset": a.dataset, "metric": metric, "a": a.representation, "b": b.representation,
             "a_mean": mean_a, "b_mean": mean_b, "a_seeds": len(a.seeds), "b_seeds": len(b.seeds),
             "difference": mean_a - mean_b, "low": paired["low"], "high": paired["high"],
-            "p_a_not_better": paired["p_a_not_better"], "level": LEVEL, "resamples": n_boot,
+            "p_a_not_better": paired["p_a_not_better"], "level": LEVEL, "resamples": len(weights),
             "test_items": len(a.uids)}
 
 

@@ -168,6 +168,23 @@ def song_groups(uids) -> tuple[np.ndarray, int]:
     return songs, len(index)
 
 
+def song_estimates(uids, logits: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """jukemir's clip-to-song key estimates: the song of each clip, the first clip of each song,
+    and per strategy of STRATEGIES one estimated key per song (`vote`: the most frequent clip
+    argmax, smallest key on ties; `max`, `gmean`: argmax of the clips' max / mean logit;
+    `mean`: argmax of the clips' mean probability, `probs` being the softmax of `logits`)."""
+    songs, num_songs = song_groups(uids)
+    members = [np.flatnonzero(songs == s) for s in range(num_songs)]
+    clip_est = logits.argmax(axis=1)
+    estimates = {
+        "vote": np.array([np.bincount(clip_est[m], minlength=len(KEY_LABELS)).argmax() for m in members]),
+        "max": np.array([logits[m].max(axis=0).argmax() for m in members]),
+        "gmean": np.array([logits[m].mean(axis=0).argmax() for m in members]),
+        "mean": np.array([probs[m].mean(axis=0).argmax() for m in members]),
+    }
+    return songs, np.array([m[0] for m in members]), estimates
+
+
 @functools.cache
 def key_score_matrix() -> np.ndarray:
     """`W[ref, est]` = mir_eval's weighted key score for every pair of the 24 key labels."""

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from tunemir.probe.batched_metrics import SplitMetrics, per_probe_loss
 from tunemir.probe.config import ProbeConfig
-from tunemir.probe.data import ProbeData
+from tunemir.probe.data import ProbeData, Scaler, layer_names
 from tunemir.probe.streams import Streams, config_key
 
 log = logging.getLogger(__name__)
@@ -52,31 +52,6 @@ MAX_CHUNK_CONFIGS = 16
 
 
 @dataclasses.dataclass
-class Scaler:
-    """A fitted `StandardScaler` as plain arrays (identity when `standardize` is False)."""
-
-    standardize: bool
-    mean: np.ndarray   # (D,) float64
-    scale: np.ndarray  # (D,) float64
-
-    @classmethod
-    def fit(cls, features: np.ndarray, standardize: bool) -> Scaler:
-        from sklearn.preprocessing import StandardScaler
-
-        if not standardize:
-            return cls(False, np.zeros(features.shape[1]), np.ones(features.shape[1]))
-        fitted = StandardScaler().fit(features)
-        return cls(True, fitted.mean_.astype(np.float64), fitted.scale_.astype(np.float64))
-
-    def transform(self, features: np.ndarray) -> np.ndarray:
-        """As sklearn on float32 input: subtract and divide in float64, store float32."""
-        if not self.standardize:
-            return features
-        centred = (features - self.mean).astype(np.float32)
-        return (centred / self.scale).astype(np.float32)
-
-
-@dataclasses.dataclass
 class ProbeResult:
     """One config's trained probe: jukemir `SimpleMLP` state dict and the run's counters."""
 
@@ -89,11 +64,6 @@ class ProbeResult:
     best_score: float
     stop_reason: str
     error: str | None = None
-
-
-def layer_names(num_hidden: int) -> list[str]:
-    """jukemir's SimpleMLP parameter prefixes: hidden_0 ... hidden_{k-1}, then output."""
-    return [f"hidden_{i}" for i in range(num_hidden)] + ["output"]
 
 
 @functools.lru_cache(maxsize=16)
@@ -478,6 +448,8 @@ def train_grid(data: ProbeData, configs: list[ProbeConfig], device: torch.device
     a resume. `on_progress(step, running, best)` is called every 64 steps with the number of
     configs still training and the best valid score any of them has reached.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose from {', '.join(PRECISIONS)}")
     device = torch.device(device)
     if device.type == "cpu":
         keep_freed_memory()
@@ -491,8 +463,6 @@ def train_grid(data: ProbeData, configs: list[ProbeConfig], device: torch.device
     groups: dict[tuple, list[ProbeConfig]] = {}
     for config in configs:
         groups.setdefault(group_key(config), []).append(config)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: choose from {', '.join(PRECISIONS)}")
     running = [_Group(members, data, inputs, device, seed, precision) for members in groups.values()]
     step = 0
     while running:
